@@ -1,0 +1,1 @@
+"""The pure core: statuses, transitions, models and errors. No I/O here."""

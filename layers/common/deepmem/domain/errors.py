@@ -1,0 +1,92 @@
+"""Domain errors. Each ends in `Error`; adapters map them to HTTP or ASL error names by type."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from deepmem.domain.status import RunStatus
+
+
+class DeepmemError(Exception):
+    """Base of every error deepmem raises on purpose."""
+
+
+class RunNotFoundError(DeepmemError):
+    def __init__(self, run_id: UUID | str) -> None:
+        super().__init__(f"training run {run_id} not found")
+        self.run_id = str(run_id)
+
+
+class InvalidTransitionError(DeepmemError):
+    def __init__(self, run_id: UUID | str, current: RunStatus | str, target: RunStatus | str) -> None:
+        super().__init__(
+            f"training run {run_id} is '{current}': it cannot move to '{target}'"
+        )
+        self.run_id = str(run_id)
+        self.current = str(current)
+        self.target = str(target)
+
+
+class BlockingRunExistsError(DeepmemError):
+    def __init__(self, run_id: UUID | str, status: RunStatus | str) -> None:
+        super().__init__("Cannot start new generation: an unfinished training run exists")
+        self.blocking_run_id = str(run_id)
+        self.blocking_run_status = str(status)
+
+
+class RunNotDeletableError(InvalidTransitionError):
+    """Only failed or generated runs may be deleted."""
+
+
+class SettingsLockedError(DeepmemError):
+    def __init__(self, run_id: UUID | str, status: RunStatus | str) -> None:
+        super().__init__(f"settings cannot change while training run {run_id} is '{status}'")
+        self.blocking_run_id = str(run_id)
+        self.blocking_run_status = str(status)
+
+
+class StoreError(DeepmemError):
+    """The run store could not be reached or answered unexpectedly."""
+
+
+class GenerationError(DeepmemError):
+    """Question generation failed for good (no retry will help: bad key, bad request...)."""
+
+
+class TransientGenerationError(GenerationError):
+    """The LLM is overloaded or unreachable; the state machine retries this one."""
+
+
+class IncompleteGenerationError(DeepmemError):
+    """`finish` found chunks that were never processed."""
+
+
+class DatasetError(DeepmemError):
+    """The DeepLake dataset is missing, unreadable or of the wrong shape."""
+
+
+class EmbeddingError(DeepmemError):
+    """Embedding failed."""
+
+
+class TrainingError(DeepmemError):
+    """The training job failed; the message is the trainer's own."""
+
+
+class TransientTrainingError(TrainingError):
+    """The trainer's service is unreachable for now; the state machine retries this one."""
+
+
+class NotEnoughPairsError(TrainingError):
+    """Too few pairs to train on."""
+
+
+class WorkflowError(DeepmemError):
+    """The workflow engine refused or failed a request."""
+
+
+class ExecutionAlreadyExistsError(WorkflowError):
+    """An execution with that (run, phase, attempt) name already exists."""

@@ -1,0 +1,184 @@
+"""The ports: what the services need from the outside world. Adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID
+
+from deepmem.domain.chunks import Chunk
+from deepmem.domain.models import (
+    BatchOutcome,
+    BatchRecord,
+    DeleteOutcome,
+    Settings,
+    TrainingPair,
+    TrainingRun,
+)
+from deepmem.domain.status import Phase, RunStatus
+
+
+class RunStore(Protocol):
+    """Runs, pairs and settings. Every rule of DESIGN §2 is enforced behind this port."""
+
+    def create_run(
+        self, dataset: str, user_id: UUID | None, run_id: UUID | None = None
+    ) -> TrainingRun:
+        """Create a `generating` run; raise BlockingRunExistsError when any run is unfinished."""
+        ...
+
+    def get_run(self, run_id: UUID) -> TrainingRun:
+        """Raise RunNotFoundError when unknown."""
+        ...
+
+    def list_runs(self, limit: int = 50, offset: int = 0) -> list[TrainingRun]:
+        """Newest first."""
+        ...
+
+    def find_blocking_run(self) -> TrainingRun | None: ...
+
+    def transition(
+        self,
+        run_id: UUID,
+        expected: RunStatus | Sequence[RunStatus],
+        target: RunStatus,
+        *,
+        error_message: str | None = None,
+        next_attempt: bool = False,
+    ) -> TrainingRun | None:
+        """Compare-and-set: move from one of `expected` to `target`; None when the run was
+        not in an expected status. Raise InvalidTransitionError for a move DESIGN §2
+        forbids, RunNotFoundError when unknown. Entering an active status clears the
+        error; `next_attempt` increments `attempt`."""
+        ...
+
+    def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun: ...
+
+    def set_training_job(self, run_id: UUID, job_id: str | None) -> TrainingRun:
+        """Keep the trainer's job id on a `training` run."""
+        ...
+
+    def set_metrics(self, run_id: UUID, metrics: dict[str, Any]) -> TrainingRun: ...
+
+    def record_batch(self, batch: BatchRecord) -> BatchOutcome:
+        """Pairs + processed chunk ids + counters in one transaction. Chunks already
+        processed are ignored whole, so a retried batch changes nothing."""
+        ...
+
+    def processed_chunk_ids(self, run_id: UUID, chunk_ids: Sequence[str]) -> set[str]:
+        """Which of `chunk_ids` this run has already processed."""
+        ...
+
+    def list_pairs(self, run_id: UUID, limit: int = 100, offset: int = 0) -> list[TrainingPair]:
+        """Ordered by id (insertion order)."""
+        ...
+
+    def delete_run(self, run_id: UUID) -> DeleteOutcome:
+        """Only failed or generated runs; raise RunNotDeletableError otherwise."""
+        ...
+
+    def get_settings(self) -> Settings: ...
+
+    def update_settings(self, settings: Settings) -> Settings:
+        """Raise SettingsLockedError while a run is generating or training."""
+        ...
+
+
+class ChunkSource(Protocol):
+    """Read a DeepLake dataset by index ranges."""
+
+    def count(self) -> int: ...
+
+    def read(self, start: int, stop: int) -> list[Chunk]:
+        """Chunks with index in [start, stop), in index order."""
+        ...
+
+
+@dataclass(frozen=True)
+class GeneratedQuestions:
+    """What the generator made of one chunk."""
+
+    chunk_id: str
+    questions: list[str]
+    llm_calls: int = 1
+    tokens_used: int = 0
+    retries: int = 0
+
+
+class QuestionGenerator(Protocol):
+    """Questions a user would ask that the chunk alone answers."""
+
+    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+        """Raise TransientGenerationError after retries are exhausted on rate limits, 5xx and
+        timeouts; GenerationError at once on a request the service refuses for good."""
+        ...
+
+
+class Embedder(Protocol):
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One L2-normalised vector per text, in order."""
+        ...
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    TRAINING = "training"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: JobState
+    progress: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer(Protocol):
+    def submit(self, run: TrainingRun, pairs: Sequence[TrainingPair]) -> str:
+        """Start a training job on the run's pairs; return its job id."""
+        ...
+
+    def check(self, job_id: str) -> JobStatus: ...
+
+
+class ExecutionState(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    ABORTED = "ABORTED"
+
+
+@dataclass(frozen=True)
+class Execution:
+    name: str
+    arn: str
+    state: ExecutionState
+    error: str | None = None
+    cause: str | None = None
+
+
+def execution_name(run_id: UUID, phase: Phase, attempt: int) -> str:
+    """Deterministic, so a duplicate start is refused by the engine itself."""
+    return f"{run_id}-{phase.value}-{attempt}"
+
+
+class Workflow(Protocol):
+    def start(self, run_id: UUID, phase: Phase, attempt: int) -> Execution:
+        """Start the phase's execution. Starting the same (run, phase, attempt) twice
+        returns the existing execution, never a second one."""
+        ...
+
+    def stop(self, run_id: UUID, phase: Phase, attempt: int, cause: str) -> None: ...
+
+    def describe(self, run_id: UUID, phase: Phase, attempt: int) -> Execution | None: ...
