@@ -1,0 +1,1 @@
+"""Adapters: each implements a port of deepmem.ports over one outside system."""
