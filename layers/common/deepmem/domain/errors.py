@@ -21,10 +21,10 @@ class RunNotFoundError(DeepmemError):
 
 
 class InvalidTransitionError(DeepmemError):
-    def __init__(self, run_id: UUID | str, current: RunStatus | str, target: RunStatus | str) -> None:
-        super().__init__(
-            f"training run {run_id} is '{current}': it cannot move to '{target}'"
-        )
+    def __init__(
+        self, run_id: UUID | str, current: RunStatus | str, target: RunStatus | str
+    ) -> None:
+        super().__init__(f"training run {run_id} is '{current}': it cannot move to '{target}'")
         self.run_id = str(run_id)
         self.current = str(current)
         self.target = str(target)
@@ -39,6 +39,25 @@ class BlockingRunExistsError(DeepmemError):
 
 class RunNotDeletableError(InvalidTransitionError):
     """Only failed or generated runs may be deleted."""
+
+
+class RunNotProceedableError(InvalidTransitionError):
+    """Only a failed run can proceed."""
+
+    def __init__(self, run_id: UUID | str, current: RunStatus | str) -> None:
+        super().__init__(run_id, current, "proceed")
+        self.args = (f"training run {run_id} is '{current}': only a failed run can proceed",)
+
+
+class RunNotCancellableError(InvalidTransitionError):
+    """Only a generating or training run can be cancelled."""
+
+    def __init__(self, run_id: UUID | str, current: RunStatus | str) -> None:
+        super().__init__(run_id, current, "cancelled")
+        self.args = (
+            f"training run {run_id} is '{current}': only a generating or training run "
+            "can be cancelled",
+        )
 
 
 class SettingsLockedError(DeepmemError):

@@ -1,0 +1,1 @@
+"""Use cases: start, proceed, delete, settings, generate batch, train."""
