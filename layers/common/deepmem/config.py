@@ -37,11 +37,48 @@ class Config(BaseSettings):
         default="https://app.activeloop.ai", alias="DEEPMEM_ACTIVELOOP_API_URL"
     )
     state_machine_arn: str | None = Field(default=None, alias="STATE_MACHINE_ARN")
+    # The API authorizer: Supabase access tokens, admins only.
+    supabase_jwks_url: str | None = Field(
+        default=None,
+        alias="SUPABASE_JWKS_URL",
+        description="empty means <SUPABASE_URL>/auth/v1/.well-known/jwks.json",
+    )
+    supabase_jwt_issuer: str | None = Field(
+        default=None, alias="SUPABASE_JWT_ISSUER", description="empty means <SUPABASE_URL>/auth/v1"
+    )
+    supabase_jwt_audience: str = Field(default="authenticated", alias="SUPABASE_JWT_AUDIENCE")
+    supabase_jwt_secret: str | None = Field(
+        default=None, alias="SUPABASE_JWT_SECRET", description="legacy HS256 secret (opt-in)"
+    )
+    supabase_jwt_secret_name: str | None = Field(
+        default=None, alias="SUPABASE_JWT_SECRET_NAME", description="Secrets Manager name/ARN"
+    )
+    admin_user_ids: str = Field(
+        default="", alias="DEEPMEM_ADMIN_USER_IDS", description="comma-separated user ids"
+    )
     artifacts: str = Field(
         default="",
         alias="DEEPMEM_ARTIFACTS",
         description="s3://bucket/prefix or a folder; empty means <home>/artifacts",
     )
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.supabase_jwks_url:
+            return self.supabase_jwks_url
+        if self.supabase_url:
+            return f"{self.supabase_url.rstrip('/')}/auth/v1/.well-known/jwks.json"
+        return None
+
+    @property
+    def jwt_issuer(self) -> str | None:
+        if self.supabase_jwt_issuer:
+            return self.supabase_jwt_issuer
+        return f"{self.supabase_url.rstrip('/')}/auth/v1" if self.supabase_url else None
+
+    @property
+    def admin_ids(self) -> frozenset[str]:
+        return frozenset(part.strip() for part in self.admin_user_ids.split(",") if part.strip())
 
     @property
     def dataset_path(self) -> str:
