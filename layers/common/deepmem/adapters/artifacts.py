@@ -1,0 +1,229 @@
+"""Where trained query adapters are kept: a local folder (embedded default) or S3.
+
+One artifact per training job, under `<location>/<job_id>/`:
+- `adapter.npy`: the d-by-d matrix (float32), readable with `numpy.load` alone;
+- `adapter.json`: the embedding model's name, the dimension, the run id and the metrics.
+`latest.json` at the root names the job of the last artifact saved, for `deepmem search`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from deepmem.domain.errors import DeepmemError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MATRIX_FILE = "adapter.npy"
+META_FILE = "adapter.json"
+LATEST_FILE = "latest.json"
+
+
+class ArtifactNotFoundError(DeepmemError):
+    """No adapter artifact exists for that job."""
+
+
+class ArtifactStoreError(DeepmemError):
+    """The artifact store could not be read or written."""
+
+
+@dataclass(frozen=True)
+class AdapterArtifact:
+    job_id: str
+    run_id: str
+    matrix: np.ndarray
+    embedding_model: str
+    dimension: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "run_id": self.run_id,
+            "embedding_model": self.embedding_model,
+            "dimension": self.dimension,
+            "metrics": self.metrics,
+            "created_at": self.created_at,
+        }
+
+
+class ArtifactStore(Protocol):
+    def save(self, artifact: AdapterArtifact) -> str:
+        """Store the artifact; return where it lives."""
+        ...
+
+    def load(self, job_id: str) -> AdapterArtifact:
+        """Raise ArtifactNotFoundError when there is none for `job_id`."""
+        ...
+
+    def latest_job_id(self) -> str | None: ...
+
+
+def _matrix_bytes(matrix: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(matrix, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _artifact(meta: dict[str, Any], matrix_bytes: bytes) -> AdapterArtifact:
+    matrix = np.load(io.BytesIO(matrix_bytes), allow_pickle=False)
+    if matrix.shape != (meta["dimension"], meta["dimension"]):
+        raise ArtifactStoreError(
+            f"adapter of job {meta['job_id']} is {matrix.shape}, its metadata says "
+            f"dimension {meta['dimension']}"
+        )
+    return AdapterArtifact(
+        job_id=meta["job_id"],
+        run_id=meta["run_id"],
+        matrix=matrix,
+        embedding_model=meta["embedding_model"],
+        dimension=int(meta["dimension"]),
+        metrics=meta.get("metrics", {}),
+        created_at=meta.get("created_at", ""),
+    )
+
+
+def _check_job_id(job_id: str) -> str:
+    # The job id becomes a path segment: refuse anything that could climb out of the root.
+    if not job_id or "/" in job_id or "\\" in job_id or job_id.startswith("."):
+        raise ArtifactNotFoundError(f"invalid adapter job id {job_id!r}")
+    return job_id
+
+
+class LocalArtifactStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        # Write then rename, so a reader never sees half a matrix.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def save(self, artifact: AdapterArtifact) -> str:
+        folder = self.root / _check_job_id(artifact.job_id)
+        try:
+            self._write_atomic(folder / MATRIX_FILE, _matrix_bytes(artifact.matrix))
+            # Metadata last: its presence means the artifact is whole.
+            self._write_atomic(folder / META_FILE, json.dumps(artifact.metadata()).encode())
+            self._write_atomic(
+                self.root / LATEST_FILE, json.dumps({"job_id": artifact.job_id}).encode()
+            )
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot write adapter to {folder}: {exc}") from exc
+        return str(folder)
+
+    def load(self, job_id: str) -> AdapterArtifact:
+        folder = self.root / _check_job_id(job_id)
+        try:
+            meta = json.loads((folder / META_FILE).read_text())
+            return _artifact(meta, (folder / MATRIX_FILE).read_bytes())
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(
+                f"no adapter artifact for job {job_id} in {self.root}"
+            ) from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactStoreError(f"cannot read adapter of job {job_id}: {exc}") from exc
+
+    def latest_job_id(self) -> str | None:
+        try:
+            return str(json.loads((self.root / LATEST_FILE).read_text())["job_id"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactStoreError(f"cannot read {self.root / LATEST_FILE}: {exc}") from exc
+
+
+class S3ArtifactStore:
+    def __init__(self, bucket: str, prefix: str = "", client: S3Client | None = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def _get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise ArtifactNotFoundError(f"no s3://{self.bucket}/{key}") from exc
+            raise ArtifactStoreError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
+
+    def save(self, artifact: AdapterArtifact) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        job_id = _check_job_id(artifact.job_id)
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(job_id, MATRIX_FILE),
+                Body=_matrix_bytes(artifact.matrix),
+                ContentType="application/octet-stream",
+            )
+            # Metadata last: its presence means the artifact is whole.
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(job_id, META_FILE),
+                Body=json.dumps(artifact.metadata()).encode(),
+                ContentType="application/json",
+            )
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(LATEST_FILE),
+                Body=json.dumps({"job_id": job_id}).encode(),
+                ContentType="application/json",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ArtifactStoreError(f"cannot write adapter to s3://{self.bucket}: {exc}") from exc
+        return f"s3://{self.bucket}/{self._key(job_id)}/"
+
+    def load(self, job_id: str) -> AdapterArtifact:
+        from botocore.exceptions import BotoCoreError
+
+        _check_job_id(job_id)
+        try:
+            meta = json.loads(self._get(self._key(job_id, META_FILE)))
+            return _artifact(meta, self._get(self._key(job_id, MATRIX_FILE)))
+        except BotoCoreError as exc:
+            raise ArtifactStoreError(f"cannot read adapter of job {job_id}: {exc}") from exc
+        except (ValueError, KeyError) as exc:
+            raise ArtifactStoreError(f"adapter of job {job_id} is malformed: {exc}") from exc
+
+    def latest_job_id(self) -> str | None:
+        try:
+            return str(json.loads(self._get(self._key(LATEST_FILE)))["job_id"])
+        except ArtifactNotFoundError:
+            return None
+
+
+def artifact_store_for(location: str, s3_client: S3Client | None = None) -> ArtifactStore:
+    """`s3://bucket/prefix` → S3, anything else → a local folder."""
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[len("s3://") :].partition("/")
+        return S3ArtifactStore(bucket, prefix, client=s3_client)
+    return LocalArtifactStore(location)

@@ -1,0 +1,526 @@
+"""A query adapter: a learned linear map W applied to query embeddings before search.
+
+The same idea as Deep Memory, trained here with numpy only, so it works for any dataset
+(local ones included). Chunk embeddings are left untouched: only the query side moves, so the
+dataset never has to be re-embedded and the adapter can be dropped at any time.
+
+Training (pure functions, unit-testable on synthetic embeddings):
+- scores are cosine similarities between the adapted query `normalize(W q)` and the chunk
+  embeddings, divided by a temperature;
+- the loss is a softmax cross-entropy whose candidates are the batch's own positive chunks
+  (in-batch negatives) plus chunks drawn from the whole corpus; other positives of the same
+  question are masked out, never counted as negatives;
+- a small L2 pull of W toward the identity keeps the map close to "do nothing" unless the
+  data argues otherwise (FACTS.md: corpus negatives + this pull were consistently better);
+- Adam by hand; a deterministic share of the *questions* is held out and training stops
+  early when the held-out loss (over the whole corpus) stops improving. The identity is
+  evaluated first, so a map that never beats it on held-out questions is never returned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from deepmem.domain.errors import DatasetError, NotEnoughPairsError
+from deepmem.ports import JobState, JobStatus
+
+if TYPE_CHECKING:
+    from deepmem.adapters.artifacts import ArtifactStore
+    from deepmem.domain.models import TrainingPair, TrainingRun
+    from deepmem.ports import Embedder
+
+RECALL_KS: tuple[int, ...] = (1, 5, 10)
+_EVAL_BLOCK = 1024  # queries scored against the corpus at a time, to bound memory
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    holdout: float = 0.2
+    seed: int = 0
+    temperature: float = 0.05
+    l2_to_identity: float = 1e-2
+    learning_rate: float = 2e-3
+    batch_size: int = 128
+    corpus_negatives: int = 512
+    max_epochs: int = 40
+    patience: int = 4
+    min_questions: int = 10
+
+
+@dataclass(frozen=True)
+class AdapterResult:
+    matrix: np.ndarray
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuestionSet:
+    """Questions as embeddings, each with the corpus rows that answer it."""
+
+    embeddings: np.ndarray  # (n, d), L2-normalised
+    positives: list[list[int]]  # per question, indices into the corpus
+
+    def subset(self, rows: Sequence[int]) -> QuestionSet:
+        idx = list(rows)
+        return QuestionSet(self.embeddings[idx], [self.positives[i] for i in idx])
+
+    def __len__(self) -> int:
+        return len(self.positives)
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def apply_adapter(matrix: np.ndarray, queries: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Adapted, L2-normalised query embedding(s): one vector (d,) or a matrix (n, d)."""
+    q = np.asarray(queries, dtype=np.float32)
+    return normalize(q @ np.asarray(matrix, dtype=np.float32).T)
+
+
+def group_pairs(
+    pairs: Sequence[tuple[str, str]], corpus_index: Mapping[str, int]
+) -> tuple[list[str], list[list[int]], int]:
+    """(question, chunk id) pairs → unique questions, their corpus rows, pairs dropped.
+
+    A question asked of several chunks becomes one question with several positives, so no
+    positive ever serves as another copy's negative. Pairs whose chunk is not in the corpus
+    are dropped and counted.
+    """
+    rows_by_question: dict[str, list[int]] = {}
+    dropped = 0
+    for question, chunk_id in pairs:
+        row = corpus_index.get(chunk_id)
+        if row is None:
+            dropped += 1
+            continue
+        rows = rows_by_question.setdefault(question.strip(), [])
+        if row not in rows:
+            rows.append(row)
+    questions = list(rows_by_question)
+    return questions, [rows_by_question[q] for q in questions], dropped
+
+
+def split_holdout(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train rows, held-out rows): the same seed always holds out the same."""
+    order = np.random.default_rng(seed).permutation(n)
+    held = max(1, round(n * holdout)) if holdout > 0 else 0
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def top_k(query_vectors: np.ndarray, corpus: np.ndarray, k: int) -> np.ndarray:
+    """Row indices of the k most similar chunks per query, best first."""
+    k = min(k, corpus.shape[0])
+    out = np.empty((query_vectors.shape[0], k), dtype=np.int64)
+    for start in range(0, query_vectors.shape[0], _EVAL_BLOCK):
+        scores = query_vectors[start : start + _EVAL_BLOCK] @ corpus.T
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        out[start : start + _EVAL_BLOCK] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def recall_at_k(
+    query_vectors: np.ndarray,
+    positives: Sequence[Sequence[int]],
+    corpus: np.ndarray,
+    ks: Sequence[int] = RECALL_KS,
+) -> dict[str, float]:
+    """Share of each question's relevant chunks found in its top k, averaged over questions."""
+    if len(positives) == 0:
+        return {f"recall@{k}": 0.0 for k in ks}
+    ranked = top_k(query_vectors, corpus, max(ks))
+    result: dict[str, float] = {}
+    for k in ks:
+        total = 0.0
+        for row, pos in zip(ranked[:, :k], positives, strict=True):
+            total += len(set(row.tolist()) & set(pos)) / len(pos)
+        result[f"recall@{k}"] = total / len(positives)
+    return result
+
+
+def _loss_and_grad(
+    matrix: np.ndarray,
+    queries: np.ndarray,
+    positives: Sequence[Sequence[int]],
+    corpus: np.ndarray,
+    *,
+    candidates: np.ndarray,
+    temperature: float,
+    l2_to_identity: float,
+    with_grad: bool = True,
+) -> tuple[float, np.ndarray | None]:
+    """Mean softmax cross-entropy of each question's first positive among `candidates`.
+
+    Each question's target is its first positive (every positive is made a candidate); its
+    other positives are masked out of the softmax.
+    """
+    cand = corpus[candidates]  # (m, d)
+    col_of = {int(c): j for j, c in enumerate(candidates.tolist())}
+    raw = queries @ matrix.T  # (b, d)
+    norms = np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    adapted = raw / norms
+    logits = adapted @ cand.T / temperature  # (b, m)
+    targets = np.array([col_of[pos[0]] for pos in positives])
+    for i, pos in enumerate(positives):
+        for other in pos[1:]:
+            j = col_of.get(other)
+            if j is not None:
+                logits[i, j] = -np.inf
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    b = len(positives)
+    rows = np.arange(b)
+    nll = -np.log(np.maximum(probs[rows, targets], 1e-30))
+    delta = matrix - np.eye(matrix.shape[0], dtype=matrix.dtype)
+    loss = float(nll.mean() + l2_to_identity * np.sum(delta * delta))
+    if not with_grad:
+        return loss, None
+    d_logits = probs
+    d_logits[rows, targets] -= 1.0
+    d_logits /= b * temperature
+    d_adapted = d_logits @ cand  # (b, d)
+    # Back through the normalisation: d raw = (I - u u^T) d u / |raw|
+    d_raw = (d_adapted - adapted * np.sum(d_adapted * adapted, axis=1, keepdims=True)) / norms
+    grad = d_raw.T @ queries + 2.0 * l2_to_identity * delta
+    return loss, grad
+
+
+def heldout_loss(
+    matrix: np.ndarray, questions: QuestionSet, corpus: np.ndarray, config: AdapterConfig
+) -> float:
+    """Loss over the whole corpus (no sampling), so it is deterministic across epochs."""
+    n = len(questions)
+    all_rows = np.arange(corpus.shape[0])
+    total = 0.0
+    for start in range(0, n, _EVAL_BLOCK):
+        block = questions.subset(range(start, min(n, start + _EVAL_BLOCK)))
+        loss, _ = _loss_and_grad(
+            matrix,
+            block.embeddings,
+            block.positives,
+            corpus,
+            candidates=all_rows,
+            temperature=config.temperature,
+            l2_to_identity=0.0,
+            with_grad=False,
+        )
+        total += loss * len(block)
+    return total / n
+
+
+def train_adapter(
+    questions: QuestionSet, corpus: np.ndarray, config: AdapterConfig | None = None
+) -> AdapterResult:
+    """Train W on `questions` against `corpus` (rows L2-normalised); see the module doc."""
+    config = config or AdapterConfig()
+    n = len(questions)
+    if n < config.min_questions:
+        raise NotEnoughPairsError(
+            f"the query adapter needs at least {config.min_questions} distinct questions "
+            f"whose chunks are in the dataset; this run has {n}"
+        )
+    corpus = np.asarray(corpus, dtype=np.float32)
+    dim = corpus.shape[1]
+    if questions.embeddings.shape[1] != dim:
+        raise DatasetError(
+            f"question embeddings have {questions.embeddings.shape[1]} dimensions, "
+            f"the dataset's chunk embeddings {dim}: they must come from the same model"
+        )
+    train_rows, held_rows = split_holdout(n, config.holdout, config.seed)
+    train = questions.subset(train_rows.tolist())
+    held = questions.subset(held_rows.tolist())
+    rng = np.random.default_rng(config.seed + 1)
+
+    identity = np.eye(dim, dtype=np.float32)
+    matrix: np.ndarray = identity.copy()
+    m1: np.ndarray = np.zeros_like(matrix)
+    m2: np.ndarray = np.zeros_like(matrix)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    step = 0
+
+    best = identity.copy()
+    best_loss = heldout_loss(identity, held, corpus, config)
+    best_epoch = 0
+    stale = 0
+    history = [round(best_loss, 5)]
+    epochs = 0
+    n_corpus = corpus.shape[0]
+    for epoch in range(1, config.max_epochs + 1):
+        epochs = epoch
+        order = rng.permutation(len(train))
+        for start in range(0, len(train), config.batch_size):
+            batch = train.subset(order[start : start + config.batch_size].tolist())
+            in_batch = {row for pos in batch.positives for row in pos}
+            drawn = rng.choice(n_corpus, size=min(config.corpus_negatives, n_corpus), replace=False)
+            candidates = np.array(sorted(in_batch | set(drawn.tolist())), dtype=np.int64)
+            _, grad = _loss_and_grad(
+                matrix,
+                batch.embeddings,
+                batch.positives,
+                corpus,
+                candidates=candidates,
+                temperature=config.temperature,
+                l2_to_identity=config.l2_to_identity,
+            )
+            assert grad is not None
+            step += 1
+            m1 = beta1 * m1 + (1 - beta1) * grad
+            m2 = beta2 * m2 + (1 - beta2) * grad * grad
+            m1_hat = m1 / (1 - beta1**step)
+            m2_hat = m2 / (1 - beta2**step)
+            matrix = (matrix - config.learning_rate * m1_hat / (np.sqrt(m2_hat) + eps)).astype(
+                np.float32
+            )
+        loss = heldout_loss(matrix, held, corpus, config)
+        history.append(round(loss, 5))
+        if loss < best_loss - 1e-6:
+            best, best_loss, best_epoch, stale = matrix.copy(), loss, epoch, 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+
+    before = recall_at_k(held.embeddings, held.positives, corpus)
+    after = recall_at_k(apply_adapter(best, held.embeddings), held.positives, corpus)
+    metrics: dict[str, Any] = {
+        "trainer": "query_adapter",
+        "questions": n,
+        "train_questions": len(train),
+        "heldout_questions": len(held),
+        "corpus_size": n_corpus,
+        "dimension": dim,
+        "epochs": epochs,
+        "best_epoch": best_epoch,
+        "heldout_loss_before": history[0],
+        "heldout_loss_after": round(best_loss, 5),
+        "recall_before": {k: round(v, 4) for k, v in before.items()},
+        "recall_after": {k: round(v, 4) for k, v in after.items()},
+        "config": {
+            "holdout": config.holdout,
+            "seed": config.seed,
+            "temperature": config.temperature,
+            "l2_to_identity": config.l2_to_identity,
+            "learning_rate": config.learning_rate,
+            "batch_size": config.batch_size,
+            "corpus_negatives": config.corpus_negatives,
+        },
+    }
+    return AdapterResult(matrix=best, metrics=metrics)
+
+
+# --- reading the dataset --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The dataset's chunk ids and embeddings, row-aligned (texts are read on demand)."""
+
+    path: str
+    ids: list[str]
+    embeddings: np.ndarray  # (n, d), L2-normalised
+    index: dict[str, int]
+
+    @property
+    def dimension(self) -> int:
+        return int(self.embeddings.shape[1])
+
+
+def _load_dataset(path: str, token: str | None) -> Any:
+    import deeplake
+
+    try:
+        return deeplake.load(path, read_only=True, token=token, verbose=False)
+    except Exception as exc:  # deeplake raises many unrelated types for a missing dataset
+        raise DatasetError(f"cannot open dataset {path}: {exc}") from exc
+
+
+def load_corpus(path: str, token: str | None = None, dataset: Any | None = None) -> Corpus:
+    """Read the `id` and `embedding` tensors of a DeepLake dataset (no VectorStore: that
+    constructor calls the Activeloop API even for local paths)."""
+    ds = dataset if dataset is not None else _load_dataset(path, token)
+    try:
+        ids = [str(v) for v in ds["id"].numpy().reshape(-1).tolist()]
+        embeddings = np.asarray(ds["embedding"].numpy(), dtype=np.float32)
+    except Exception as exc:
+        raise DatasetError(
+            f"dataset {path} has no readable `id`/`embedding` tensors: {exc}"
+        ) from exc
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(ids) or not ids:
+        raise DatasetError(
+            f"dataset {path}: expected one embedding per chunk, got {embeddings.shape} for "
+            f"{len(ids)} ids"
+        )
+    return Corpus(
+        path=path,
+        ids=ids,
+        embeddings=normalize(embeddings),
+        index={chunk_id: row for row, chunk_id in enumerate(ids)},
+    )
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    text: str
+    score: float
+
+
+def search(
+    question: str,
+    *,
+    embedder: Embedder,
+    dataset_path: str | None = None,
+    corpus: Corpus | None = None,
+    adapter: np.ndarray | None = None,
+    k: int = 10,
+    token: str | None = None,
+) -> list[SearchHit]:
+    """Embed `question`, apply the adapter (if any) and return the k nearest chunks.
+
+    Pass `corpus` to reuse one loaded dataset across many searches.
+    """
+    if corpus is None:
+        if dataset_path is None:
+            raise ValueError("search needs a dataset_path or a loaded corpus")
+        corpus = load_corpus(dataset_path, token)
+    query = np.asarray(embedder.embed([question]), dtype=np.float32)
+    if query.shape[1] != corpus.dimension:
+        raise DatasetError(
+            f"the embedder {embedder.model_name} gives {query.shape[1]} dimensions, the "
+            f"dataset {corpus.dimension}: search with the model that built the dataset"
+        )
+    vector = apply_adapter(adapter, query) if adapter is not None else normalize(query)
+    rows = top_k(vector, corpus.embeddings, k)[0].tolist()
+    scores = (corpus.embeddings[rows] @ vector[0]).tolist()
+    ds = _load_dataset(corpus.path, token)
+    texts = [str(ds["text"][row].data()["value"]) for row in rows]
+    return [
+        SearchHit(id=corpus.ids[row], text=text, score=float(score))
+        for row, text, score in zip(rows, texts, scores, strict=True)
+    ]
+
+
+def embed_questions(embedder: Embedder, questions: Sequence[str], batch: int = 256) -> np.ndarray:
+    vectors: list[list[float]] = []
+    for start in range(0, len(questions), batch):
+        vectors.extend(embedder.embed(list(questions[start : start + batch])))
+    return normalize(np.asarray(vectors, dtype=np.float32).reshape(len(questions), -1))
+
+
+def train_on_pairs(
+    pairs: Sequence[tuple[str, str]],
+    corpus: Corpus,
+    embedder: Embedder,
+    config: AdapterConfig | None = None,
+) -> AdapterResult:
+    """(question, chunk id) pairs → trained adapter, with pair bookkeeping in the metrics."""
+    config = config or AdapterConfig()
+    questions, positives, dropped = group_pairs(pairs, corpus.index)
+    if len(questions) < config.min_questions:
+        raise NotEnoughPairsError(
+            f"the query adapter needs at least {config.min_questions} distinct questions whose "
+            f"chunks are in the dataset; got {len(questions)} from {len(pairs)} pairs "
+            f"({dropped} pairs name chunks the dataset does not have)"
+        )
+    if embedder.dimension != corpus.dimension:
+        raise DatasetError(
+            f"the embedder {embedder.model_name} gives {embedder.dimension} dimensions, the "
+            f"dataset {corpus.path} {corpus.dimension}: train with the model that built it"
+        )
+    embedded = QuestionSet(embed_questions(embedder, questions), positives)
+    result = train_adapter(embedded, corpus.embeddings, config)
+    metrics = result.metrics | {
+        "pairs": len(pairs),
+        "pairs_dropped": dropped,
+        "embedding_model": embedder.model_name,
+    }
+    return AdapterResult(matrix=result.matrix, metrics=metrics)
+
+
+def relative_gain(before: float, after: float) -> float:
+    return (after - before) / before if before > 0 else math.inf if after > 0 else 0.0
+
+
+# --- the Trainer port --------------------------------------------------------------------
+
+_JOB_PREFIX = "adapter-"
+
+
+def adapter_job_id(run_id: object, attempt: int) -> str:
+    return f"{_JOB_PREFIX}{run_id}-{attempt}"
+
+
+def is_adapter_job(job_id: str) -> bool:
+    return job_id.startswith(_JOB_PREFIX)
+
+
+class QueryAdapterTrainer:
+    """Trainer port over the query adapter: `submit` trains synchronously (seconds) and
+    stores the artifact; `check` reads it back. The job id is `adapter-<run id>-<attempt>`,
+    so a proceed (a new attempt) trains afresh while a retried submit of the same attempt
+    finds its artifact and does nothing twice."""
+
+    def __init__(
+        self,
+        dataset_path: str,
+        embedder: Embedder,
+        artifacts: ArtifactStore,
+        *,
+        token: str | None = None,
+        config: AdapterConfig | None = None,
+    ) -> None:
+        self.dataset_path = dataset_path
+        self.embedder = embedder
+        self.artifacts = artifacts
+        self.token = token
+        self.config = config or AdapterConfig()
+
+    def submit(self, run: TrainingRun, pairs: Sequence[TrainingPair]) -> str:
+        from deepmem.adapters.artifacts import AdapterArtifact, ArtifactNotFoundError
+
+        job_id = adapter_job_id(run.id, run.attempt)
+        try:
+            self.artifacts.load(job_id)
+            return job_id  # this attempt already trained: a retried call must not redo it
+        except ArtifactNotFoundError:
+            pass
+        corpus = load_corpus(self.dataset_path, self.token)
+        result = train_on_pairs(
+            [(p.question, p.chunk_id) for p in pairs], corpus, self.embedder, self.config
+        )
+        self.artifacts.save(
+            AdapterArtifact(
+                job_id=job_id,
+                run_id=str(run.id),
+                matrix=result.matrix,
+                embedding_model=self.embedder.model_name,
+                dimension=corpus.dimension,
+                metrics=result.metrics | {"job_id": job_id, "dataset": self.dataset_path},
+            )
+        )
+        return job_id
+
+    def check(self, job_id: str) -> JobStatus:
+        from deepmem.adapters.artifacts import ArtifactNotFoundError
+
+        try:
+            artifact = self.artifacts.load(job_id)
+        except ArtifactNotFoundError:
+            # submit is synchronous: no artifact means the job never finished.
+            return JobStatus(
+                state=JobState.FAILED,
+                error=f"no query adapter artifact for job {job_id}: it never completed",
+            )
+        return JobStatus(
+            state=JobState.COMPLETED,
+            progress={"epochs": artifact.metrics.get("epochs")},
+            metrics=artifact.metrics,
+        )
