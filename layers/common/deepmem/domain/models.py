@@ -133,6 +133,4 @@ class SettingsUpdate(BaseModel):
         return self
 
     def apply_to(self, settings: Settings) -> Settings:
-        return Settings.model_validate(
-            settings.model_dump() | self.model_dump(exclude_unset=True)
-        )
+        return Settings.model_validate(settings.model_dump() | self.model_dump(exclude_unset=True))

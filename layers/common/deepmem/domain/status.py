@@ -27,7 +27,9 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 #: Every status but `completed` keeps a new generation from starting.
-BLOCKING_STATUSES: frozenset[RunStatus] = frozenset(s for s in RunStatus if s != RunStatus.COMPLETED)
+BLOCKING_STATUSES: frozenset[RunStatus] = frozenset(
+    s for s in RunStatus if s != RunStatus.COMPLETED
+)
 
 #: A failed run is proceeded back into the phase it failed in.
 PROCEED_TARGETS: dict[RunStatus, RunStatus] = {
