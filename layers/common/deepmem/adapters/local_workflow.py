@@ -1,0 +1,458 @@
+"""The Workflow port on one machine: the deployed ASL, executed by moto's Step Functions
+interpreter, with our handlers invoked in process (no Docker, no AWS account).
+
+THE CONTRACT between `statemachine/training.asl.json` and the task handlers
+---------------------------------------------------------------------------
+Execution: name `<run_id>-<phase>-<attempt>` (`deepmem.ports.execution_name`), input
+`{"run_id": "<uuid>", "phase": "generating"|"training", "attempt": <int>}`. Every task gets
+`run_id` and `attempt` from the execution input (`$$.Execution.Input`), never from a previous
+task's output, so a handler cannot lose them.
+
+Generation, Lambda `GenerateBatchFunction` (`functions/generate_batch/app.py`):
+- plan:   in  `{"action": "plan", "run_id", "attempt"}`
+          out `{"run_id", "attempt", "total_chunks": int,
+                "lanes": [{"lane": 0, "start": 0, "stop": 500, "cursor": 0}, ...],
+                "max_concurrency": int}`  (>= 1; the Map's MaxConcurrencyPath)
+- batch:  in  `{"action": "batch", "run_id", "attempt", "lane": {...}}`, once per lane item,
+          looping while the output's `done` is false;
+          out `{"run_id", "attempt", "lane": {... cursor advanced}, "done": bool,
+                "new_chunks": int, "new_pairs": int}`; the next call gets the returned `lane`.
+- finish: in  `{"action": "finish", "run_id", "attempt"}`
+          out `{"run_id", "status": "generated", ...}`
+- retried (backoff + full jitter): Lambda.ServiceException, Lambda.AWSLambdaException,
+  Lambda.SdkClientException, Lambda.TooManyRequestsException; TransientGenerationError and
+  StoreError.
+
+Training, Lambda `TrainFunction` (`functions/train/app.py`):
+- submit: in  `{"action": "submit", "run_id", "attempt"}`
+          out `{"run_id", "attempt", "job_id", "state", "wait_seconds": int >= 0}`
+- then Wait `$.wait_seconds`, then
+- check:  in  `{"action": "check", "run_id", "attempt", "job_id"}` -> out the same shape;
+          `state` "completed" ends the execution (check itself moves the run to `completed`);
+          any other state waits `wait_seconds` and checks again. A failed job raises
+          TrainingError.
+- retried: the Lambda service errors above; TransientTrainingError and StoreError.
+
+Failures, Lambda `RecordFailureFunction` (`functions/record_failure/app.py`): any error left
+after the retries of any task of a phase is caught (States.ALL) and sent as
+`{"source": "catch", "run_id", "phase", "attempt", "error": {"Error", "Cause"}}`; the
+execution then fails with that same Error and Cause (Fail with ErrorPath/CausePath). The
+EventBridge rule on ABORTED, TIMED_OUT and FAILED sends the status-change event to the same
+function. Python exceptions reach the ASL by class name (the Lambda `errorType`).
+
+Here
+----
+moto 5.2.5 runs the ASL in background threads; `arn:aws:states:::lambda:invoke` calls moto's
+Lambda backend, whose `LambdaFunction.invoke` (normally Docker) is replaced by a dispatch to the
+Python callables given to `LocalWorkflow`. Retry intervals and Wait states are scaled by
+`time_scale` (0 = not slept at all). EventBridge rules do not run under moto, so when an
+execution ends ABORTED, TIMED_OUT or FAILED this adapter hands the status-change event to the
+record-failure handler itself, as the deployed rule would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import threading
+import time
+import traceback
+import types
+import uuid
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from unittest import mock
+from uuid import UUID
+
+import boto3
+import moto
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from moto.awslambda.models import LambdaFunction
+from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import (
+    WaitFunction,
+)
+
+from deepmem.domain.errors import ExecutionAlreadyExistsError, WorkflowError
+from deepmem.domain.status import Phase
+from deepmem.ports import Execution, ExecutionState, execution_name
+
+#: The moto release whose interpreter internals (the patched `LambdaFunction.invoke`, the
+#: retrier's `time.sleep`, `WaitFunction._wait_interval`) this adapter was verified against.
+VERIFIED_MOTO_VERSION = "5.2.5"
+
+DEFINITION_PATH = Path(__file__).resolve().parents[4] / "statemachine" / "training.asl.json"
+
+#: The functions the ASL names, as `${<Name>Arn}` placeholders (the template's logical ids).
+RECORD_FAILURE_FUNCTION = "RecordFailureFunction"
+
+FAILURE_STATUSES = frozenset(
+    {ExecutionState.ABORTED, ExecutionState.TIMED_OUT, ExecutionState.FAILED}
+)
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
+_ACCOUNT_ID = "123456789012"
+
+
+@dataclass
+class LocalLambdaContext:
+    """The part of the Lambda context object our handlers and Powertools read."""
+
+    function_name: str
+    timeout_seconds: float
+    memory_limit_in_mb: int = 1024
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = ""
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    _deadline: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.timeout_seconds
+        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def placeholders(definition: str) -> set[str]:
+    """The `${Name}` placeholders of an ASL definition."""
+    return set(_PLACEHOLDER.findall(definition))
+
+
+class LocalWorkflow:
+    """`deepmem.ports.Workflow` on moto's interpreter with in-process handlers.
+
+    `handlers` maps each function of the ASL (its template logical id: `GenerateBatchFunction`,
+    `TrainFunction`, `RecordFailureFunction`) to a `handler(event, context)`. Use as a context
+    manager, or call `close()`: the AWS mock and the patches live as long as the instance.
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        *,
+        definition_path: Path | str = DEFINITION_PATH,
+        time_scale: float = 0.0,
+        function_timeout_seconds: float = 900.0,
+        safety_net: str | None = RECORD_FAILURE_FUNCTION,
+        region: str = "us-east-1",
+        state_machine_name: str = "deepmem-training",
+    ) -> None:
+        if time_scale < 0:
+            raise ValueError("time_scale must be >= 0")
+        self._handlers = dict(handlers)
+        self._time_scale = time_scale
+        self._function_timeout = function_timeout_seconds
+        self._safety_net = safety_net
+        if safety_net is not None and safety_net not in self._handlers:
+            raise ValueError(f"safety net handler {safety_net!r} is not among the handlers")
+        self._region = region
+        self._lock = threading.Lock()
+        self._watchers: dict[str, threading.Thread] = {}
+        self._stop_causes: dict[str, tuple[str | None, str | None]] = {}
+        self._closed = False
+        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+        self._mock.start()
+        self._patches: list[Any] = [
+            mock.patch.object(LambdaFunction, "invoke", self._make_invoke()),
+            mock.patch.object(retrier_decl, "time", self._make_retry_clock()),
+            mock.patch.object(WaitFunction, "_wait_interval", self._make_wait()),
+        ]
+        try:
+            for patch in self._patches:
+                patch.start()
+            self._sfn = boto3.client("stepfunctions", region_name=region)
+            definition = Path(definition_path).read_text(encoding="utf-8")
+            self.definition = self._substitute(definition)
+            self.state_machine_arn = self._sfn.create_state_machine(
+                name=state_machine_name,
+                definition=self.definition,
+                roleArn=self._role_arn("deepmem-state-machine"),
+            )["stateMachineArn"]
+        except BaseException:
+            self.close()
+            raise
+
+    # the Workflow port
+
+    def start(self, run_id: UUID, phase: Phase, attempt: int) -> Execution:
+        name = execution_name(run_id, phase, attempt)
+        payload = json.dumps({"run_id": str(run_id), "phase": phase.value, "attempt": attempt})
+        with self._lock:
+            try:
+                arn = self._sfn.start_execution(
+                    stateMachineArn=self.state_machine_arn, name=name, input=payload
+                )["executionArn"]
+            except ClientError as exc:
+                if _error_code(exc) != "ExecutionAlreadyExists":
+                    raise WorkflowError(f"cannot start execution {name}: {exc}") from exc
+                existing = self._describe_arn(self._execution_arn(name))
+                if existing is None:
+                    raise ExecutionAlreadyExistsError(name) from exc
+                return existing
+            if arn not in self._watchers:
+                watcher = threading.Thread(
+                    target=self._watch, args=(arn,), name=f"watch-{name}", daemon=True
+                )
+                self._watchers[arn] = watcher
+                watcher.start()
+        described = self._describe_arn(arn)
+        assert described is not None
+        return described
+
+    def stop(self, run_id: UUID, phase: Phase, attempt: int, cause: str) -> None:
+        arn = self._execution_arn(execution_name(run_id, phase, attempt))
+        self._stop_causes[arn] = ("Cancelled", cause)
+        try:
+            self._sfn.stop_execution(executionArn=arn, error="Cancelled", cause=cause)
+        except ClientError as exc:
+            raise WorkflowError(f"cannot stop execution {arn}: {exc}") from exc
+
+    def describe(self, run_id: UUID, phase: Phase, attempt: int) -> Execution | None:
+        return self._describe_arn(self._execution_arn(execution_name(run_id, phase, attempt)))
+
+    # local extras
+
+    def wait(self, run_id: UUID, phase: Phase, attempt: int, timeout: float = 30.0) -> Execution:
+        """Block until the execution has ended and, for a failed one, the safety net ran."""
+        arn = self._execution_arn(execution_name(run_id, phase, attempt))
+        deadline = time.monotonic() + timeout
+        watcher = self._watchers.get(arn)
+        if watcher is None:
+            raise WorkflowError(f"execution {arn} was not started here")
+        watcher.join(max(0.0, deadline - time.monotonic()))
+        if watcher.is_alive():
+            raise TimeoutError(f"execution {arn} still running after {timeout} s")
+        described = self._describe_arn(arn)
+        assert described is not None
+        return described
+
+    def history(self, run_id: UUID, phase: Phase, attempt: int) -> list[dict[str, Any]]:
+        """The execution's event history, for tests and the CLI."""
+        arn = self._execution_arn(execution_name(run_id, phase, attempt))
+        events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+        while True:
+            page = self._sfn.get_execution_history(**kwargs)
+            events.extend(dict(e) for e in page["events"])
+            if not page.get("nextToken"):
+                return events
+            kwargs["nextToken"] = page["nextToken"]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for arn in list(self._watchers):
+            # Ended ones answer with an error or nothing: either way it is stopped.
+            with contextlib.suppress(Exception):
+                self._sfn.stop_execution(executionArn=arn)
+        for watcher in list(self._watchers.values()):
+            watcher.join(5.0)
+        for patch in reversed(self._patches):
+            with contextlib.suppress(RuntimeError):  # never started
+                patch.stop()
+        self._mock.stop()
+
+    def __enter__(self) -> LocalWorkflow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # internals
+
+    def _substitute(self, definition: str) -> str:
+        """Fill `${<Function>Arn}` as SAM's DefinitionSubstitutions would, with moto functions."""
+        lam = boto3.client("lambda", region_name=self._region)
+        role = self._role_arn("deepmem-function")
+        values: dict[str, str] = {}
+        for placeholder in sorted(placeholders(definition)):
+            function = placeholder.removesuffix("Arn")
+            if not placeholder.endswith("Arn") or function not in self._handlers:
+                raise WorkflowError(f"no handler for the ASL placeholder ${{{placeholder}}}")
+            values[placeholder] = lam.create_function(
+                FunctionName=function,
+                Runtime="python3.12",
+                Role=role,
+                Handler="app.handler",
+                Code={"ZipFile": _empty_zip()},
+                Timeout=int(self._function_timeout),
+            )["FunctionArn"]
+        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], definition)
+
+    def _role_arn(self, name: str) -> str:
+        iam = boto3.client("iam", region_name=self._region)
+        try:
+            return iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        except ClientError:
+            return iam.get_role(RoleName=name)["Role"]["Arn"]
+
+    def _execution_arn(self, name: str) -> str:
+        prefix = self.state_machine_arn.replace(":stateMachine:", ":execution:")
+        return f"{prefix}:{name}"
+
+    def _describe_arn(self, arn: str) -> Execution | None:
+        try:
+            out = self._sfn.describe_execution(executionArn=arn)
+        except ClientError as exc:
+            if _error_code(exc) == "ExecutionDoesNotExist":
+                return None
+            raise WorkflowError(f"cannot describe execution {arn}: {exc}") from exc
+        return Execution(
+            name=out["name"],
+            arn=out["executionArn"],
+            state=ExecutionState(out["status"]),
+            error=out.get("error"),
+            cause=out.get("cause"),
+        )
+
+    def _watch(self, arn: str) -> None:
+        """Poll until the execution ends; then play EventBridge for a failed one."""
+        while True:
+            execution = self._describe_arn(arn)
+            if execution is None or execution.state is not ExecutionState.RUNNING:
+                break
+            time.sleep(0.01)
+        if execution is None or execution.state not in FAILURE_STATUSES:
+            return
+        if self._safety_net is None:
+            return
+        error, cause = execution.error, execution.cause
+        if execution.state is ExecutionState.ABORTED:
+            # moto drops the error and cause given to stop_execution.
+            error, cause = self._stop_causes.get(arn, (error, cause))
+        event = status_change_event(
+            state_machine_arn=self.state_machine_arn,
+            execution_arn=arn,
+            name=execution.name,
+            status=execution.state.value,
+            error=error,
+            cause=cause,
+            region=self._region,
+        )
+        try:
+            self._call(self._safety_net, event)
+        except Exception:  # like a failed EventBridge target: logged, not raised
+            traceback.print_exc()
+
+    def _call(self, function: str, event: dict[str, Any]) -> Any:
+        context = LocalLambdaContext(
+            function_name=function,
+            timeout_seconds=self._function_timeout,
+            invoked_function_arn=(
+                f"arn:aws:lambda:{self._region}:{_ACCOUNT_ID}:function:{function}"
+            ),
+        )
+        return self._handlers[function](event, context)
+
+    def _make_invoke(self) -> Callable[..., bytes]:
+        workflow = self
+
+        def invoke(
+            fn: LambdaFunction, body: str, request_headers: Any, response_headers: Any
+        ) -> bytes:
+            event = json.loads(body) if body else {}
+            try:
+                result = workflow._call(fn.function_name, event)
+            except Exception as exc:  # every error goes back as Lambda's would
+                return _function_error(response_headers, type(exc).__name__, exc)
+            try:
+                return json.dumps(result).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                return _function_error(response_headers, "Runtime.MarshalError", exc)
+
+        return invoke
+
+    def _make_retry_clock(self) -> types.SimpleNamespace:
+        scale = self._time_scale
+
+        def sleep(seconds: float) -> None:
+            if seconds > 0 and scale > 0:
+                time.sleep(seconds * scale)
+
+        return types.SimpleNamespace(sleep=sleep, time=time.time)
+
+    def _make_wait(self) -> Callable[..., None]:
+        scale = self._time_scale
+
+        def wait_interval(_self: WaitFunction, env: Any, wait_seconds: int) -> None:
+            # The program-state event is set on stop, so a stopped execution stops waiting.
+            if wait_seconds > 0 and scale > 0:
+                env.program_state_event.wait(wait_seconds * scale)
+
+        return wait_interval
+
+
+def status_change_event(
+    *,
+    state_machine_arn: str,
+    execution_arn: str,
+    name: str,
+    status: str,
+    error: str | None = None,
+    cause: str | None = None,
+    region: str = "us-east-1",
+    account: str = _ACCOUNT_ID,
+) -> dict[str, Any]:
+    """An EventBridge "Step Functions Execution Status Change" event, as AWS sends it."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": account,
+        "time": now,
+        "region": region,
+        "resources": [execution_arn],
+        "detail": {
+            "executionArn": execution_arn,
+            "stateMachineArn": state_machine_arn,
+            "name": name,
+            "status": status,
+            "startDate": None,
+            "stopDate": None,
+            "input": None,
+            "output": None,
+            "error": error,
+            "cause": cause,
+        },
+    }
+
+
+def moto_version() -> str:
+    return str(moto.__version__)
+
+
+def _function_error(response_headers: Any, error_type: str, exc: BaseException) -> bytes:
+    """The payload and header the Lambda service answers for a function that raised."""
+    response_headers["x-amz-function-error"] = "Unhandled"
+    payload = {
+        "errorType": error_type,
+        "errorMessage": str(exc),
+        "stackTrace": traceback.format_exception(exc)[-5:],
+    }
+    return json.dumps(payload).encode("utf-8")
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _empty_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "def handler(event, context):\n    return event\n")
+    return buffer.getvalue()
