@@ -98,13 +98,17 @@ class OfflineEmbedder:
         if not texts:
             return []
         self._load()
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self._batch_size):
-            batch = list(texts[start : start + self._batch_size])
+        # Batches of similar length pad less: the cost of a batch grows with its longest text.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors: list[list[float]] = [[] for _ in texts]
+        for start in range(0, len(order), self._batch_size):
+            indices = order[start : start + self._batch_size]
             try:
-                vectors.extend(self._encode(batch).tolist())
+                encoded = self._encode([texts[i] for i in indices]).tolist()
             except Exception as exc:
                 raise EmbeddingError(f"offline embedding failed: {exc}") from exc
+            for index, vector in zip(indices, encoded, strict=True):
+                vectors[index] = vector
         return vectors
 
     def _encode(self, texts: list[str]) -> np.ndarray:

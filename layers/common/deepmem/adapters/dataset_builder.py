@@ -1,0 +1,326 @@
+"""Build a DeepLake dataset in the VectorStore layout from a folder of documents.
+
+`.md` and `.txt` files are one document each; a `.jsonl` file holds one document per line
+(`{"text": ..., "id"?: ..., "metadata"?: {...}}`). Documents are cut into overlapping chunks
+on sentence (and, for over-long sentences, word) boundaries, embedded in batches and written
+with the tensors DeepLake's `VectorStore` creates (`text`, `metadata`, `embedding`, `id`), so
+the dataset works with `VectorStore` and Deep Memory as well as with deepmem.
+
+Chunk ids are stable: rebuilding the same corpus gives the same ids, which is what resuming a
+run by chunk identity relies on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepmem.domain.errors import DatasetError, EmbeddingError
+from deepmem.ports import Embedder
+
+DEFAULT_CHUNK_SIZE = 160  # words: about 220 WordPiece tokens, under MiniLM's 256
+DEFAULT_OVERLAP = 32  # words
+EMBED_BATCH = 128  # chunks embedded and written together
+DOCUMENT_SUFFIXES = frozenset({".md", ".txt", ".jsonl"})
+
+#: Progress callback: (chunks written so far, chunks to write).
+Progress = Callable[[int, int], None]
+
+_PARAGRAPH = re.compile(r"\n\s*\n")
+# A sentence ends at . ! ? (optionally closed by a quote or bracket) followed by whitespace
+# and something that can start a sentence; "e.g. this" and "3.5 times" stay whole.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9#*>-])")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+
+
+def _segments(text: str) -> list[tuple[str, str]]:
+    """(separator before, sentence) pairs: "\n\n" opens a paragraph, "\n" a heading or a
+    list item inside one, " " joins sentences of a paragraph."""
+    segments: list[tuple[str, str]] = []
+    for paragraph in _PARAGRAPH.split(text):
+        # Runs of prose lines, and headings or list items that stand alone.
+        blocks: list[tuple[bool, str]] = []
+        prose: list[str] = []
+        for line in paragraph.splitlines():
+            stripped = " ".join(line.split())
+            if _HEADING.match(stripped) or stripped.startswith(("- ", "* ", "+ ")):
+                if prose:
+                    blocks.append((False, " ".join(prose)))
+                    prose = []
+                blocks.append((True, stripped))
+            elif stripped:
+                prose.append(stripped)
+        if prose:
+            blocks.append((False, " ".join(prose)))
+        for number, (standalone, block) in enumerate(blocks):
+            sentences = [block] if standalone else _sentences_of(block)
+            for index, sentence in enumerate(sentences):
+                opening = "\n\n" if number == 0 else "\n"
+                segments.append((opening if index == 0 else " ", sentence))
+    return segments
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of `text`, whitespace collapsed; a Markdown heading or a list item stands
+    alone, and a paragraph break always ends a sentence."""
+    return [sentence for _, sentence in _segments(text)]
+
+
+def _sentences_of(paragraph: str) -> list[str]:
+    return [" ".join(part.split()) for part in _SENTENCE_END.split(paragraph) if part.strip()]
+
+
+def chunk_text(
+    text: str, chunk_size: int = DEFAULT_CHUNK_SIZE, overlap: int = DEFAULT_OVERLAP
+) -> list[str]:
+    """Cut `text` into chunks of at most `chunk_size` words that end on sentence boundaries.
+
+    Each chunk after the first starts with the last whole sentences of the previous one, up
+    to `overlap` words, so a fact that straddles a boundary is whole in one chunk. A sentence
+    longer than `chunk_size` is cut on word boundaries with `overlap` words repeated.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1 word")
+    if not 0 <= overlap < chunk_size:
+        raise ValueError("overlap must be at least 0 and smaller than chunk_size")
+    # A unit is (separator before it, its words); a chunk keeps its paragraph breaks.
+    units: list[tuple[str, list[str]]] = []
+    for separator, sentence in _segments(text):
+        words = sentence.split()
+        if len(words) <= chunk_size:
+            units.append((separator, words))
+            continue
+        step = chunk_size - overlap
+        for start in range(0, len(words), step):
+            units.append((separator if start == 0 else " ", words[start : start + chunk_size]))
+            if start + chunk_size >= len(words):
+                break
+
+    chunks: list[list[tuple[str, list[str]]]] = []
+    current: list[tuple[str, list[str]]] = []
+    size = 0
+    for unit in units:
+        if current and size + len(unit[1]) > chunk_size:
+            chunks.append(current)
+            carry: list[tuple[str, list[str]]] = []
+            carried = 0
+            for previous in reversed(current):
+                if carried + len(previous[1]) > overlap:
+                    break
+                carry.insert(0, previous)
+                carried += len(previous[1])
+            if carried + len(unit[1]) > chunk_size:
+                carry, carried = [], 0
+            current, size = carry, carried
+        current.append(unit)
+        size += len(unit[1])
+    if current:
+        chunks.append(current)
+    return ["".join(sep + " ".join(words) for sep, words in chunk).strip() for chunk in chunks]
+
+
+def chunk_id(source: str, key: str, index: int, text: str) -> str:
+    """A stable id: the same source, document key, position and content give the same id."""
+    digest = hashlib.sha256("\x1f".join((source, key, str(index), text)).encode("utf-8"))
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str  # path relative to the corpus folder, POSIX style
+    key: str  # which document of the source ("" for a whole file, the line for jsonl)
+    text: str
+    doc_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuiltChunk:
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+def iter_documents(corpus_dir: Path) -> Iterator[Document]:
+    """Documents of every `.md`/`.txt`/`.jsonl` file under `corpus_dir`, in path order."""
+    if not corpus_dir.is_dir():
+        raise DatasetError(f"corpus folder '{corpus_dir}' does not exist")
+    files = sorted(
+        (p for p in corpus_dir.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES),
+        key=lambda p: p.relative_to(corpus_dir).as_posix(),
+    )
+    for path in files:
+        source = path.relative_to(corpus_dir).as_posix()
+        try:
+            content = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise DatasetError(f"cannot read '{path}': {exc}") from exc
+        if path.suffix.lower() != ".jsonl":
+            yield Document(source=source, key="", text=content, metadata=_title_of(content, path))
+            continue
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            yield _jsonl_document(source, number, line)
+
+
+def _title_of(content: str, path: Path) -> dict[str, Any]:
+    for line in content.splitlines():
+        heading = _HEADING.match(line)
+        if heading:
+            return {"title": heading.group(1)}
+        if line.strip():
+            break
+    return {"title": path.stem.replace("_", " ").replace("-", " ")}
+
+
+def _jsonl_document(source: str, number: int, line: str) -> Document:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{source}:{number}: not a JSON object: {exc.msg}") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise DatasetError(f"{source}:{number}: a line needs a string field 'text'")
+    metadata = record.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise DatasetError(f"{source}:{number}: 'metadata' must be an object")
+    doc_id = record.get("id")
+    return Document(
+        source=source,
+        key=f"line {number}",
+        text=record["text"],
+        doc_id=None if doc_id is None or doc_id == "" else str(doc_id),
+        metadata=metadata,
+    )
+
+
+def iter_chunks(
+    corpus_dir: Path,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    limit: int | None = None,
+) -> Iterator[BuiltChunk]:
+    """The chunks `build_dataset` writes, in order, with their stable ids and metadata."""
+    produced = 0
+    seen: set[str] = set()
+    for document in iter_documents(corpus_dir):
+        pieces = chunk_text(document.text, chunk_size, overlap)
+        for index, text in enumerate(pieces):
+            if limit is not None and produced >= limit:
+                return
+            if document.doc_id is None:
+                identifier = chunk_id(document.source, document.key, index, text)
+            elif len(pieces) == 1:
+                identifier = document.doc_id
+            else:
+                identifier = f"{document.doc_id}#{index}"
+            if identifier in seen:
+                # Resume is by chunk id: two chunks under one id would be processed as one.
+                raise DatasetError(f"{document.source}: duplicate chunk id '{identifier}'")
+            seen.add(identifier)
+            metadata = {
+                **document.metadata,
+                "source": document.source,
+                "chunk_index": index,
+            }
+            if document.doc_id is not None:
+                metadata.setdefault("doc_id", document.doc_id)
+            yield BuiltChunk(id=identifier, text=text, metadata=metadata)
+            produced += 1
+
+
+# The tensors DeepLake's VectorStore creates (deeplake.constants.DEFAULT_VECTORSTORE_TENSORS).
+def _vectorstore_tensors() -> list[dict[str, Any]]:
+    import numpy as np
+
+    plain = {
+        "create_id_tensor": False,
+        "create_sample_info_tensor": False,
+        "create_shape_tensor": False,
+    }
+    return [
+        {"name": "text", "htype": "text", **plain},
+        {"name": "metadata", "htype": "json", **plain},
+        {
+            "name": "embedding",
+            "htype": "embedding",
+            "dtype": np.float32,
+            "create_id_tensor": False,
+            "create_sample_info_tensor": False,
+            "create_shape_tensor": True,
+            "max_chunk_size": 64 * 1024 * 1024,
+        },
+        {"name": "id", "htype": "text", **plain},
+    ]
+
+
+def build_dataset(
+    corpus_dir: Path,
+    path: str,
+    embedder: Embedder,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    token: str | None = None,
+) -> int:
+    """Chunk, embed and write the corpus to a new dataset at `path` (an existing dataset
+    there is overwritten). Return the number of chunks written."""
+    import numpy as np
+
+    from deepmem.adapters.deeplake_source import import_deeplake
+
+    chunks = list(iter_chunks(corpus_dir, chunk_size=chunk_size, overlap=overlap, limit=limit))
+    if not chunks:
+        raise DatasetError(f"no text to index under '{corpus_dir}' (.md, .txt or .jsonl files)")
+    deeplake = import_deeplake()
+    try:
+        dataset = deeplake.empty(path, overwrite=True, token=token, verbose=False)
+        for spec in _vectorstore_tensors():
+            dataset.create_tensor(**spec)
+        dataset.info.update(
+            embedding_model=embedder.model_name,
+            embedding_dimension=embedder.dimension,
+            chunk_size=chunk_size,
+            overlap=overlap,
+        )
+    except Exception as exc:
+        raise DatasetError(f"cannot create a DeepLake dataset at '{path}': {exc}") from exc
+
+    written = 0
+    for start in range(0, len(chunks), EMBED_BATCH):
+        batch = chunks[start : start + EMBED_BATCH]
+        vectors = _embed(embedder, [c.text for c in batch])
+        try:
+            with dataset:
+                dataset.extend(
+                    {
+                        "text": [c.text for c in batch],
+                        "metadata": [c.metadata for c in batch],
+                        "embedding": np.asarray(vectors, dtype=np.float32),
+                        "id": [c.id for c in batch],
+                    }
+                )
+        except Exception as exc:
+            raise DatasetError(f"cannot write chunks to '{path}': {exc}") from exc
+        written += len(batch)
+        if progress is not None:
+            progress(written, len(chunks))
+    return written
+
+
+def _embed(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:
+    vectors = embedder.embed(texts)
+    if len(vectors) != len(texts) or any(len(v) != embedder.dimension for v in vectors):
+        raise EmbeddingError(
+            f"the embedder returned {len(vectors)} vectors for {len(texts)} texts "
+            f"(expected {embedder.dimension} dimensions each)"
+        )
+    return vectors
