@@ -1,0 +1,324 @@
+"""Deep Memory (Activeloop's managed service, deeplake 3.9, `hub://` datasets) as a Trainer.
+
+Sharp edges of the library this adapter works around:
+- `VectorStore(...)` and `deep_memory.train(...)` call the Activeloop API, and some of those
+  calls retry forever when the network is down. Every library call runs in a daemon worker
+  thread with a deadline; past it we raise `TransientTrainingError` (the state machine retries)
+  and abandon the thread (a daemon thread never keeps the process from exiting).
+- `deep_memory.status(job_id)` prints a table, returns None and raises on some states. The
+  status is read from the REST endpoint it uses, `GET {api}/api/deepmemory/v1/jobs/{id}/status`,
+  with httpx and a bounded timeout.
+- `deep_memory.train()` creates **or overwrites** the dataset `<dataset>_queries` (the
+  questions, their embeddings and relevance) before starting the job. Starting a second job
+  while one is running replaces the data the running job reads. So:
+  * the training service resubmits only when the run's earlier job is failed or unknown
+    (`deepmem.services.training.needs_resubmit`); a job still pending/training is polled
+    again, a completed one is reused;
+  * `submit` first asks the service for the dataset's jobs and refuses (transiently) to start
+    while any is pending or training, which also covers a job whose id never reached the run
+    (e.g. a submit that timed out after the library had started the job).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from deepmem.domain.errors import NotEnoughPairsError, TrainingError, TransientTrainingError
+from deepmem.ports import JobState, JobStatus
+
+if TYPE_CHECKING:
+    from deepmem.domain.models import TrainingPair, TrainingRun
+    from deepmem.ports import Embedder
+
+DEFAULT_API_URL = "https://app.activeloop.ai"
+MIN_QUESTIONS = 10
+
+Relevance = list[list[tuple[str, int]]]
+#: (queries, relevance) -> job id. The default calls deeplake; tests inject their own.
+TrainFunction = Callable[[list[str], Relevance], str]
+
+_STATES: dict[str, JobState] = {
+    "queued": JobState.PENDING,
+    "pending": JobState.PENDING,
+    "training": JobState.TRAINING,
+    "running": JobState.TRAINING,
+    "completed": JobState.COMPLETED,
+    "failed": JobState.FAILED,
+    "cancelled": JobState.FAILED,
+    "canceled": JobState.FAILED,
+}
+_ACTIVE = frozenset({JobState.PENDING, JobState.TRAINING})
+# "85.5% (+2.6)%" or "85.5% (+2.6%)": the recall@10 of the best model and its gain in points.
+_BEST_RECALL = re.compile(r"^\s*([\d.]+)%\s*\(([+-]?[\d.]+)\)?%?\)?\s*$")
+
+
+def call_with_deadline[T](fn: Callable[[], T], timeout: float, what: str) -> T:
+    """Run `fn` in a daemon thread; raise TransientTrainingError if it has not returned in
+    `timeout` seconds. The thread is abandoned, not killed (Python cannot kill threads)."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"deepmem-{what}", daemon=True).start()
+    if not done.wait(timeout):
+        raise TransientTrainingError(f"{what} did not answer within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def build_training_data(pairs: Sequence[TrainingPair]) -> tuple[list[str], Relevance]:
+    """One query per distinct question, with every chunk it was asked of (score 1, the only
+    score Deep Memory accepts)."""
+    relevance_by_question: dict[str, list[tuple[str, int]]] = {}
+    for pair in pairs:
+        relevant = relevance_by_question.setdefault(pair.question.strip(), [])
+        if (pair.chunk_id, 1) not in relevant:
+            relevant.append((pair.chunk_id, 1))
+    queries = list(relevance_by_question)
+    return queries, [relevance_by_question[q] for q in queries]
+
+
+def parse_status(payload: dict[str, Any], job_id: str) -> JobStatus:
+    """Map the service's job JSON to a JobStatus."""
+    raw = str(payload.get("status", "")).lower()
+    progress = payload.get("progress") or {}
+    if not isinstance(progress, dict):
+        progress = {"raw": progress}
+    # An unknown status is treated as still running: polling again is harmless.
+    state = _STATES.get(raw, JobState.PENDING)
+    error = progress.get("error")
+    if state is JobState.FAILED and not error:
+        error = f"Deep Memory job {job_id} ended '{raw}' without an error message"
+    metrics: dict[str, Any] = {}
+    if state is JobState.COMPLETED:
+        metrics = completed_metrics(progress, job_id)
+    return JobStatus(
+        state=state,
+        progress=dict(progress) | {"status": raw},
+        error=str(error) if error else None,
+        metrics=metrics,
+    )
+
+
+def completed_metrics(progress: dict[str, Any], job_id: str) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"trainer": "deep_memory", "job_id": job_id}
+    best = progress.get("best_recall@10")
+    if isinstance(best, str):
+        metrics["best_recall@10"] = best
+        match = _BEST_RECALL.match(best)
+        if match:
+            metrics["recall_after"] = {"recall@10": round(float(match.group(1)) / 100, 4)}
+            metrics["improvement_points@10"] = float(match.group(2))
+    base = progress.get("base_val_recall@10")
+    if isinstance(base, int | float):
+        metrics["recall_before"] = {"recall@10": round(float(base), 4)}
+    return metrics
+
+
+def deeplake_train_function(
+    dataset_path: str, token: str | None, embedder: Embedder
+) -> TrainFunction:
+    """The real thing: `VectorStore(path).deep_memory.train(...)` with our embedder."""
+
+    def embedding_function(texts: str | Sequence[str]) -> Any:
+        # deeplake calls it with a list of texts, and with one string for a single query.
+        if isinstance(texts, str):
+            return embedder.embed([texts])[0]
+        return embedder.embed(list(texts))
+
+    def train(queries: list[str], relevance: Relevance) -> str:
+        from deeplake.core.vectorstore import VectorStore
+
+        # read_only: train() writes only `<dataset>_queries`, never the corpus.
+        store = VectorStore(path=dataset_path, token=token, read_only=True, verbose=False)
+        return str(
+            store.deep_memory.train(
+                queries=queries,
+                relevance=relevance,
+                embedding_function=embedding_function,
+                token=token,
+            )
+        )
+
+    return train
+
+
+def _library_error(exc: Exception) -> TrainingError:
+    """Classify an error of the deeplake library (or of an injected train function)."""
+    if isinstance(exc, TrainingError):
+        return exc
+    name = type(exc).__name__
+    transient = {
+        "ConnectionError",
+        "Timeout",
+        "ReadTimeout",
+        "ConnectTimeout",
+        "ServerException",
+        "BadGatewayException",
+        "GatewayTimeoutException",
+        "OverLimitException",
+        "TimeoutError",
+    }
+    message = str(exc) or name
+    if name in transient or isinstance(exc, ConnectionError | TimeoutError):
+        return TransientTrainingError(f"Deep Memory is unreachable for now: {message}")
+    if name == "DeepMemoryAccessError":
+        return TrainingError(f"Deep Memory is not available to this token: {message}")
+    if name in {"AuthenticationException", "AuthorizationException"}:
+        return TrainingError(f"Activeloop refused the token: {message}")
+    return TrainingError(f"Deep Memory training could not start: {name}: {message}")
+
+
+class DeepMemoryTrainer:
+    """Trainer port over Deep Memory. See the module doc for the `_queries` overwrite rule."""
+
+    def __init__(
+        self,
+        dataset_path: str,
+        token: str | None,
+        embedder: Embedder | None = None,
+        *,
+        api_url: str = DEFAULT_API_URL,
+        http_client: httpx.Client | None = None,
+        train_function: TrainFunction | None = None,
+        submit_timeout: float = 600.0,
+        status_timeout: float = 15.0,
+        min_questions: int = MIN_QUESTIONS,
+    ) -> None:
+        if not dataset_path.startswith("hub://"):
+            raise TrainingError(
+                f"Deep Memory trains only hub:// datasets, not {dataset_path!r}: "
+                "use the query adapter for this dataset"
+            )
+        if train_function is None:
+            if embedder is None:
+                raise ValueError("Deep Memory needs an embedder (or an injected train function)")
+            train_function = deeplake_train_function(dataset_path, token, embedder)
+        self.dataset_path = dataset_path
+        self.token = token
+        self.api_url = api_url.rstrip("/")
+        self.http = http_client or httpx.Client(timeout=httpx.Timeout(status_timeout))
+        self.train_function = train_function
+        self.submit_timeout = submit_timeout
+        self.status_timeout = status_timeout
+        self.min_questions = min_questions
+
+    # -- REST ----------------------------------------------------------------------------
+
+    def _get(self, path: str, what: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = self.http.get(
+                f"{self.api_url}{path}", headers=headers, timeout=self.status_timeout
+            )
+        except httpx.TimeoutException as exc:
+            raise TransientTrainingError(
+                f"{what}: Activeloop did not answer in {self.status_timeout:g} s"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise TransientTrainingError(f"{what}: Activeloop is unreachable: {exc}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientTrainingError(f"{what}: Activeloop answered {response.status_code}")
+        if response.status_code in (401, 403):
+            raise TrainingError(
+                f"{what}: Activeloop refused the token ({response.status_code}): "
+                f"{_description(response)}"
+            )
+        return response
+
+    def check(self, job_id: str) -> JobStatus:
+        response = self._get(f"/api/deepmemory/v1/jobs/{job_id}/status", "job status")
+        if response.status_code == 404:
+            # Unknown to the service: as good as failed, and safe to resubmit.
+            return JobStatus(
+                state=JobState.FAILED,
+                error=f"Deep Memory job {job_id} is unknown to Activeloop",
+                progress={"status": "unknown"},
+            )
+        if response.status_code >= 400:
+            raise TrainingError(
+                f"job status of {job_id}: Activeloop answered {response.status_code}: "
+                f"{_description(response)}"
+            )
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise TransientTrainingError(f"job status of {job_id}: not JSON") from exc
+        if isinstance(payload, list):  # the endpoint may answer a one-element list
+            matching = [p for p in payload if isinstance(p, dict) and p.get("id") == job_id]
+            payload = matching[0] if matching else {}
+        if not isinstance(payload, dict):
+            raise TransientTrainingError(f"job status of {job_id}: unexpected answer {payload!r}")
+        return parse_status(payload, job_id)
+
+    def active_jobs(self) -> list[str]:
+        """Ids of this dataset's jobs still pending or training."""
+        dataset_id = self.dataset_path[len("hub://") :]
+        response = self._get(f"/api/deepmemory/v1/{dataset_id}/jobs", "list jobs")
+        if response.status_code == 404:
+            return []
+        if response.status_code >= 400:
+            raise TrainingError(
+                f"list jobs: Activeloop answered {response.status_code}: {_description(response)}"
+            )
+        try:
+            jobs = response.json()
+        except ValueError as exc:
+            raise TransientTrainingError("list jobs: not JSON") from exc
+        if isinstance(jobs, dict):
+            jobs = [jobs]
+        return [
+            str(job.get("id"))
+            for job in jobs or []
+            if isinstance(job, dict) and _STATES.get(str(job.get("status", "")).lower()) in _ACTIVE
+        ]
+
+    # -- Trainer ---------------------------------------------------------------------------
+
+    def submit(self, run: TrainingRun, pairs: Sequence[TrainingPair]) -> str:
+        queries, relevance = build_training_data(pairs)
+        if len(queries) < self.min_questions:
+            raise NotEnoughPairsError(
+                f"Deep Memory training needs at least {self.min_questions} distinct questions; "
+                f"run {run.id} has {len(queries)} (from {len(pairs)} pairs)"
+            )
+        running = self.active_jobs()
+        if running:
+            # Starting now would overwrite <dataset>_queries under a running job.
+            raise TransientTrainingError(
+                f"Deep Memory job {running[0]} is still running on {self.dataset_path}; "
+                "a new job starts only after it ends"
+            )
+        try:
+            return call_with_deadline(
+                lambda: self.train_function(queries, relevance),
+                self.submit_timeout,
+                "Deep Memory train",
+            )
+        except TrainingError:
+            raise
+        except Exception as exc:
+            raise _library_error(exc) from exc
+
+
+def _description(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            return str(body.get("description") or body.get("detail") or body)
+    except ValueError:
+        pass
+    return response.text[:200]
