@@ -33,7 +33,7 @@ metrics = Metrics(service="deepmem")
 def _store() -> RunStore:
     from deepmem import wiring
 
-    return wiring.build_run_store(load_config())  # type: ignore[attr-defined,no-any-return]
+    return wiring.build_run_store(load_config())
 
 
 def handle(event: dict[str, Any], store: RunStore, state_machine_arn: str | None) -> dict[str, Any]:

@@ -80,7 +80,8 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_funct
     WaitFunction,
 )
 
-from deepmem.domain.errors import ExecutionAlreadyExistsError, WorkflowError
+from deepmem.adapters.step_functions import StepFunctionsWorkflow
+from deepmem.domain.errors import WorkflowError
 from deepmem.domain.status import Phase
 from deepmem.ports import Execution, ExecutionState, execution_name
 
@@ -180,6 +181,7 @@ class LocalWorkflow:
                 definition=self.definition,
                 roleArn=self._role_arn("deepmem-state-machine"),
             )["stateMachineArn"]
+            self._remote = StepFunctionsWorkflow(self._sfn, self.state_machine_arn)
         except BaseException:
             self.close()
             raise
@@ -187,40 +189,27 @@ class LocalWorkflow:
     # the Workflow port
 
     def start(self, run_id: UUID, phase: Phase, attempt: int) -> Execution:
-        name = execution_name(run_id, phase, attempt)
-        payload = json.dumps({"run_id": str(run_id), "phase": phase.value, "attempt": attempt})
         with self._lock:
-            try:
-                arn = self._sfn.start_execution(
-                    stateMachineArn=self.state_machine_arn, name=name, input=payload
-                )["executionArn"]
-            except ClientError as exc:
-                if _error_code(exc) != "ExecutionAlreadyExists":
-                    raise WorkflowError(f"cannot start execution {name}: {exc}") from exc
-                existing = self._describe_arn(self._execution_arn(name))
-                if existing is None:
-                    raise ExecutionAlreadyExistsError(name) from exc
-                return existing
-            if arn not in self._watchers:
+            execution = self._remote.start(run_id, phase, attempt)
+            if execution.arn not in self._watchers:
                 watcher = threading.Thread(
-                    target=self._watch, args=(arn,), name=f"watch-{name}", daemon=True
+                    target=self._watch,
+                    args=(execution.arn,),
+                    name=f"watch-{execution.name}",
+                    daemon=True,
                 )
-                self._watchers[arn] = watcher
+                self._watchers[execution.arn] = watcher
                 watcher.start()
-        described = self._describe_arn(arn)
-        assert described is not None
-        return described
+        return execution
 
     def stop(self, run_id: UUID, phase: Phase, attempt: int, cause: str) -> None:
         arn = self._execution_arn(execution_name(run_id, phase, attempt))
+        # moto drops the error and cause of a stop; the safety-net event carries them.
         self._stop_causes[arn] = ("Cancelled", cause)
-        try:
-            self._sfn.stop_execution(executionArn=arn, error="Cancelled", cause=cause)
-        except ClientError as exc:
-            raise WorkflowError(f"cannot stop execution {arn}: {exc}") from exc
+        self._remote.stop(run_id, phase, attempt, cause)
 
     def describe(self, run_id: UUID, phase: Phase, attempt: int) -> Execution | None:
-        return self._describe_arn(self._execution_arn(execution_name(run_id, phase, attempt)))
+        return self._remote.describe(run_id, phase, attempt)
 
     # local extras
 
@@ -300,23 +289,10 @@ class LocalWorkflow:
             return iam.get_role(RoleName=name)["Role"]["Arn"]
 
     def _execution_arn(self, name: str) -> str:
-        prefix = self.state_machine_arn.replace(":stateMachine:", ":execution:")
-        return f"{prefix}:{name}"
+        return self._remote.execution_arn(name)
 
     def _describe_arn(self, arn: str) -> Execution | None:
-        try:
-            out = self._sfn.describe_execution(executionArn=arn)
-        except ClientError as exc:
-            if _error_code(exc) == "ExecutionDoesNotExist":
-                return None
-            raise WorkflowError(f"cannot describe execution {arn}: {exc}") from exc
-        return Execution(
-            name=out["name"],
-            arn=out["executionArn"],
-            state=ExecutionState(out["status"]),
-            error=out.get("error"),
-            cause=out.get("cause"),
-        )
+        return self._remote.describe_arn(arn)
 
     def _watch(self, arn: str) -> None:
         """Poll until the execution ends; then play EventBridge for a failed one."""
@@ -445,10 +421,6 @@ def _function_error(response_headers: Any, error_type: str, exc: BaseException) 
         "stackTrace": traceback.format_exception(exc)[-5:],
     }
     return json.dumps(payload).encode("utf-8")
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _empty_zip() -> bytes:
