@@ -193,14 +193,18 @@ class OfflineQuestionGenerator:
 
         if title:
             add(self._title_question(title), title)
-        for sentence in sentences:
-            if len(result) >= count:
-                break
-            for question, subject in self._candidates(sentence, title, weights):
+        # First one question per sentence, so questions spread over the chunk; then the
+        # other candidates, when a chunk has fewer good sentences than questions asked.
+        candidates = [self._candidates(sentence, title, weights) for sentence in sentences]
+        for options in candidates:
+            for question, subject in options:
                 before = len(result)
                 add(question, subject)
                 if len(result) > before:
                     break
+        for options in candidates:
+            for question, subject in options:
+                add(question, subject)
         return result
 
     @staticmethod
@@ -285,23 +289,23 @@ class OfflineQuestionGenerator:
             if len(action.split()) >= 3:
                 candidates.append((_question(f"How do I {action}"), action))
 
-        phrase = self._key_phrase(sentence, weights)
-        if phrase:
+        for phrase in self._key_phrases(sentence, weights):
+            # Only a sentence-initial capital is lowered: "Prandtl number" stays as written.
+            asked = _lower_first(phrase) if body.startswith(phrase) else phrase
             if title and _is_code_name(title) and title.lower() not in phrase.lower():
                 candidates.append(
-                    (_question(f"What does the {title} documentation say about {phrase}"), phrase)
+                    (_question(f"What does the {title} documentation say about {asked}"), phrase)
                 )
-            candidates.append((_question(f"What is {_lower_first(phrase)}"), phrase))
-            candidates.append(
-                (_question(f"What should I know about {_lower_first(phrase)}"), phrase)
-            )
+            candidates.append((_question(f"What is {asked}"), phrase))
+            candidates.append((_question(f"What should I know about {asked}"), phrase))
         return candidates
 
     @staticmethod
-    def _key_phrase(sentence: str, weights: Counter[str]) -> str | None:
-        """The heaviest noun-like run of consecutive content words (at most 4) in the
-        sentence; a run right after a determiner ("the", "of") is more likely a noun phrase."""
-        best: tuple[float, int, str] | None = None
+    def _key_phrases(sentence: str, weights: Counter[str], limit: int = 3) -> list[str]:
+        """The heaviest noun-like runs of consecutive content words (at most 4 words, the
+        best piece of each run), heaviest first; a run right after a determiner ("the",
+        "of") is more likely a noun phrase."""
+        ranked: list[tuple[float, int, str]] = []
         run: list[str] = []
         after_determiner = False
         previous = ""
@@ -317,6 +321,7 @@ class OfflineQuestionGenerator:
                 previous = word
                 continue
             previous = word
+            best: tuple[float, int, str] | None = None
             for start in range(len(run)):
                 for stop in range(start + 1, min(len(run), start + 4) + 1):
                     piece = run[start:stop]
@@ -325,14 +330,21 @@ class OfflineQuestionGenerator:
                     score = sum(weights[w.lower()] for w in piece) + 0.5 * len(piece)
                     if start == 0 and after_determiner:
                         score += 1.0
-                    if best is None or (score, -position) > best[:2]:
-                        best = (score, -position, " ".join(piece))
+                    if best is None or score > best[0]:
+                        best = (score, position, " ".join(piece))
+            if best is not None and _good_phrase(best[2], weights):
+                ranked.append(best)
             run = []
-        if best is None or max(len(w) for w in best[2].split()) < 4:
-            return None
-        if " " not in best[2] and weights[best[2].lower()] < 2:
-            return None  # one word said once ("true") is no topic
-        return best[2]
+        ranked.sort(key=lambda item: (-item[0], item[1]))
+        return [phrase for _, _, phrase in ranked[:limit]]
+
+
+def _good_phrase(phrase: str, weights: Counter[str]) -> bool:
+    words = phrase.split()
+    if max(len(w) for w in words) < 4:
+        return False
+    # One word said once ("true") is no topic.
+    return len(words) > 1 or weights[phrase.lower()] >= 2
 
 
 def _topic(subject: str) -> str:

@@ -1,0 +1,149 @@
+"""The offline question generator: deterministic, readable, distinct questions from the chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from deepmem.adapters.dataset_builder import chunk_text
+from deepmem.adapters.offline_generator import OfflineQuestionGenerator
+from deepmem.adapters.stdlib_corpus import iter_stdlib_docs
+from deepmem.domain.chunks import Chunk
+from deepmem.domain.models import ChunkQuestions
+
+EVEREST = Chunk(
+    id="everest",
+    text=(
+        "Mount Everest is the highest mountain on Earth above sea level. It lies in the "
+        "Mahalangur Himal sub-range of the Himalayas. The China-Nepal border runs across its "
+        "summit point. Its elevation was most recently established in 2020 by Chinese and "
+        "Nepali authorities."
+    ),
+)
+BOUNDARY = Chunk(
+    id="boundary",
+    text=(
+        "The boundary layer is the thin layer of fluid near a solid surface where viscous "
+        "effects are significant. Heat transfer in the boundary layer depends on the Prandtl "
+        "number. Experiments show that transition to turbulence occurs at a critical Reynolds "
+        "number."
+    ),
+)
+DOCSTRING = Chunk(
+    id="stdlib:json.dumps",
+    text=(
+        "json.dumps\n\nSerialize obj to a JSON formatted str. If skipkeys is true then dict "
+        "keys that are not basic types will be skipped instead of raising a TypeError. The "
+        "indent argument controls pretty printing of nested arrays and objects."
+    ),
+    metadata={"title": "json.dumps"},
+)
+WELL_FORMED = re.compile(r"^[A-Z][^?\n]{8,198}\?$")
+
+
+def _questions(chunk: Chunk, count: int = 3) -> list[str]:
+    return asyncio.run(OfflineQuestionGenerator().generate(chunk, count)).questions
+
+
+def test_definitions_become_what_is_questions() -> None:
+    assert _questions(EVEREST)[0] == "What is Mount Everest?"
+    assert _questions(BOUNDARY)[0] == "What is the boundary layer?"
+
+
+def test_a_code_title_is_asked_about_first() -> None:
+    assert _questions(DOCSTRING)[0] == "What does json.dumps do?"
+
+
+def test_a_markdown_heading_is_the_title() -> None:
+    chunk = Chunk(
+        id="install",
+        text="# Installing\n\nRun the installer and follow the prompts. The installer creates "
+        "a virtual environment and writes a configuration file to your home folder.",
+    )
+    questions = _questions(chunk)
+    assert questions[0] == "What is Installing?"
+    assert "How do I run the installer and follow the prompts?" in questions
+
+
+@pytest.mark.parametrize("chunk", [EVEREST, BOUNDARY, DOCSTRING])
+def test_questions_are_well_formed_distinct_and_about_the_chunk(chunk: Chunk) -> None:
+    questions = _questions(chunk, 3)
+    assert len(questions) == 3
+    assert len({q.lower() for q in questions}) == 3
+    chunk_words = {w.lower().rstrip(".") for w in re.findall(r"[\w.-]+", chunk.text)}
+    for question in questions:
+        assert WELL_FORMED.match(question), question
+        asked = {w.lower().rstrip(".") for w in re.findall(r"[\w.-]+", question[:-1])}
+        assert asked - {
+            "what",
+            "is",
+            "are",
+            "does",
+            "do",
+            "how",
+            "i",
+            "the",
+            "a",
+            "an",
+            "should",
+            "know",
+            "about",
+            "say",
+            "documentation",
+            "work",
+            "to",
+        } <= (chunk_words | {"do", "serialize", "control", "know"}), question
+
+
+def test_same_chunk_same_questions() -> None:
+    generator = OfflineQuestionGenerator()
+    first = asyncio.run(generator.generate(BOUNDARY, 3))
+    second = asyncio.run(OfflineQuestionGenerator().generate(BOUNDARY, 3))
+    assert first == second
+
+
+def test_count_is_an_upper_bound_and_the_order_is_stable() -> None:
+    three = _questions(EVEREST, 3)
+    assert _questions(EVEREST, 1) == three[:1]
+    assert _questions(EVEREST, 2) == three[:2]
+    assert _questions(EVEREST, 0) == []
+
+
+def test_reports_one_offline_call_and_no_tokens() -> None:
+    result = asyncio.run(OfflineQuestionGenerator().generate(EVEREST, 2))
+    assert (result.chunk_id, result.llm_calls, result.tokens_used, result.retries) == (
+        "everest",
+        1,
+        0,
+        0,
+    )
+
+
+@pytest.mark.parametrize("text", ["", "   ", "Short text here.", "See above. Yes.", "1 2 3 4 5"])
+def test_too_short_chunks_give_no_question(text: str) -> None:
+    assert _questions(Chunk(id="short", text=text), 3) == []
+
+
+def test_a_chunk_with_little_to_say_gives_fewer_questions_than_asked() -> None:
+    chunk = Chunk(id="one", text="Photosynthesis converts light energy into chemical energy.")
+    questions = _questions(chunk, 10)
+    assert 1 <= len(questions) < 10
+
+
+def test_over_the_stdlib_corpus_every_question_is_valid_and_chunks_get_questions() -> None:
+    generator = OfflineQuestionGenerator()
+    docs = list(iter_stdlib_docs(limit=300))
+    empty = 0
+    for doc in docs:
+        chunk = Chunk(id=doc.id, text=chunk_text(doc.text)[0], metadata={"title": doc.title})
+        questions = generator.questions(chunk, 3)
+        # What the run store will accept for this chunk.
+        ChunkQuestions(chunk_id=chunk.id, questions=questions)
+        assert len(questions) == len({q.lower() for q in questions}), questions
+        for question in questions:
+            assert WELL_FORMED.match(question), (doc.id, question)
+            assert not re.search(r"\b(here are|question)\b", question, re.IGNORECASE)
+        empty += not questions
+    assert len(docs) == 300
+    assert empty == 0  # every stdlib docstring has at least 20 words and a title
