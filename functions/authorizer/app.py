@@ -1,0 +1,34 @@
+"""Lambda `authorizer`: HTTP API Lambda authorizer (payload 2.0, simple responses).
+
+Admits admins holding a valid Supabase access token and passes their user id on as
+`requestContext.authorizer.lambda.user_id`. A denial carries its reason in the logs (API
+Gateway answers every denial with 403; see `deepmem.api.auth`).
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from deepmem.api.auth import TokenVerifier, bearer_token, settings_from_config
+from deepmem.config import load_config
+
+logger = Logger(service="deepmem-authorizer")
+_verifier: TokenVerifier | None = None
+
+
+def verifier() -> TokenVerifier:
+    """Built once per process, so the JWKS and the secret are fetched once per warm instance."""
+    global _verifier
+    if _verifier is None:
+        _verifier = TokenVerifier(settings_from_config(load_config()))
+    return _verifier
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    decision = verifier().authorize(bearer_token(event))
+    if decision.allowed:
+        logger.info("allowed", extra={"user_id": decision.user_id})
+    else:
+        logger.info("denied", extra={"denial": decision.denial, "reason": decision.reason})
+    return decision.to_simple_response()

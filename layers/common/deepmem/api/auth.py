@@ -1,0 +1,219 @@
+"""Verify Supabase access tokens and admit admins: the Lambda authorizer's logic.
+
+Supabase signs access tokens with an asymmetric key (ES256 or RS256) published at
+`<SUPABASE_URL>/auth/v1/.well-known/jwks.json`; older projects use a shared HS256 secret, which
+is accepted only when configured. A token must carry a valid signature, `exp`, the expected
+`aud` ("authenticated") and `iss` (`<SUPABASE_URL>/auth/v1`), and a `sub` that is a user id.
+Admins are users whose `app_metadata.role` is "admin", or whose id is in a configured list.
+
+401 vs 403: an HTTP API authorizer with simple responses can only allow or deny, and API
+Gateway answers every denial with 403 (a request without an `Authorization` header gets 401
+from the gateway itself, since the header is the identity source). The decision therefore
+carries the reason (`invalid_token`, `not_admin`, `unavailable`) in the denial's context and in
+the logs; the local server (`deepmem.api.server`) maps it to 401, 403 and 503.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import jwt
+from jwt import PyJWKClient
+
+ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
+HS256 = "HS256"
+
+
+class Denial(StrEnum):
+    INVALID_TOKEN = "invalid_token"
+    NOT_ADMIN = "not_admin"
+    UNAVAILABLE = "unavailable"
+
+
+_HTTP_STATUS = {Denial.INVALID_TOKEN: 401, Denial.NOT_ADMIN: 403, Denial.UNAVAILABLE: 503}
+
+
+@dataclass(frozen=True)
+class AuthDecision:
+    user_id: str | None = None
+    denial: Denial | None = None
+    reason: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.denial is None
+
+    @property
+    def http_status(self) -> int:
+        """What a server that can tell denials apart answers (the local server does)."""
+        return 200 if self.denial is None else _HTTP_STATUS[self.denial]
+
+    def to_simple_response(self) -> dict[str, Any]:
+        """HTTP API Lambda authorizer, payload 2.0, simple response."""
+        if self.denial is None:
+            return {"isAuthorized": True, "context": {"user_id": self.user_id}}
+        return {"isAuthorized": False, "context": {"reason": self.denial.value}}
+
+
+def allow(user_id: str) -> AuthDecision:
+    return AuthDecision(user_id=user_id)
+
+
+def deny(denial: Denial, reason: str) -> AuthDecision:
+    return AuthDecision(denial=denial, reason=reason)
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    jwks_url: str | None
+    issuer: str | None
+    audience: str = "authenticated"
+    hs256_secret: str | None = None
+    admin_ids: frozenset[str] = field(default_factory=frozenset)
+    leeway_seconds: int = 0
+
+
+def settings_from_config(
+    config: Any, load_secret: Callable[[str], str] | None = None
+) -> AuthSettings:
+    """From `deepmem.config.Config`; the HS256 secret by value or from Secrets Manager."""
+    secret = config.supabase_jwt_secret
+    if not secret and config.supabase_jwt_secret_name:
+        if load_secret is None:
+            from aws_lambda_powertools.utilities import parameters
+
+            def load_secret(name: str) -> str:
+                return str(parameters.get_secret(name, max_age=300))
+
+        secret = load_secret(config.supabase_jwt_secret_name)
+    return AuthSettings(
+        jwks_url=config.jwks_url,
+        issuer=config.jwt_issuer,
+        audience=config.supabase_jwt_audience,
+        hs256_secret=secret or None,
+        admin_ids=config.admin_ids,
+    )
+
+
+# One JWKS client per URL for the life of the process: a warm authorizer fetches keys once
+# (PyJWKClient caches the key set for `lifespan` seconds and refetches on an unknown `kid`).
+_jwks_clients: dict[str, PyJWKClient] = {}
+_jwks_lock = threading.Lock()
+
+
+def jwks_client(url: str) -> PyJWKClient:
+    with _jwks_lock:
+        client = _jwks_clients.get(url)
+        if client is None:
+            client = PyJWKClient(url, cache_keys=True, lifespan=600, timeout=5)
+            _jwks_clients[url] = client
+        return client
+
+
+class AuthUnavailableError(Exception):
+    """The authorizer cannot decide (no configuration, JWKS unreachable): not the caller's fault."""
+
+
+class TokenVerifier:
+    def __init__(self, settings: AuthSettings, jwks: PyJWKClient | None = None) -> None:
+        self.settings = settings
+        self._jwks = jwks
+
+    def _key_for(self, token: str, algorithm: str) -> Any:
+        if algorithm in ASYMMETRIC_ALGORITHMS:
+            if self._jwks is None:
+                if not self.settings.jwks_url:
+                    raise AuthUnavailableError("no JWKS url is configured")
+                self._jwks = jwks_client(self.settings.jwks_url)
+            try:
+                signing_key = self._jwks.get_signing_key_from_jwt(token)
+            except jwt.PyJWKClientConnectionError as exc:
+                raise AuthUnavailableError(f"the JWKS could not be fetched: {exc}") from exc
+            if signing_key.algorithm_name != algorithm:
+                raise jwt.InvalidAlgorithmError("the token's alg does not match its key")
+            return signing_key.key
+        if algorithm == HS256 and self.settings.hs256_secret:
+            return self.settings.hs256_secret
+        raise jwt.InvalidAlgorithmError(f"tokens signed with {algorithm!r} are not accepted")
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims; raise jwt.PyJWTError when the token is not acceptable."""
+        if not self.settings.issuer:
+            raise AuthUnavailableError("no token issuer is configured")
+        algorithm = str(jwt.get_unverified_header(token).get("alg", ""))
+        key = self._key_for(token, algorithm)
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=self.settings.audience,
+            issuer=self.settings.issuer,
+            leeway=self.settings.leeway_seconds,
+            options={"require": ["exp", "sub", "aud", "iss"]},
+        )
+        return claims
+
+    def is_admin(self, claims: Mapping[str, Any]) -> bool:
+        app_metadata = claims.get("app_metadata") or {}
+        role = app_metadata.get("role") if isinstance(app_metadata, Mapping) else None
+        return role == "admin" or str(claims.get("sub")) in self.settings.admin_ids
+
+    def authorize(self, token: str | None) -> AuthDecision:
+        if not token:
+            return deny(Denial.INVALID_TOKEN, "no bearer token")
+        try:
+            claims = self.verify(token)
+        except AuthUnavailableError as exc:
+            return deny(Denial.UNAVAILABLE, str(exc))
+        except jwt.PyJWTError as exc:
+            return deny(Denial.INVALID_TOKEN, f"{type(exc).__name__}: {exc}")
+        user_id = str(claims["sub"])
+        try:
+            UUID(user_id)
+        except ValueError:
+            return deny(Denial.INVALID_TOKEN, "the token's subject is not a user id")
+        if not self.is_admin(claims):
+            return deny(Denial.NOT_ADMIN, f"user {user_id} is not an admin")
+        return allow(user_id)
+
+
+def bearer_token(event: Mapping[str, Any]) -> str | None:
+    """The token of an HTTP API request or authorizer event (`Authorization: Bearer ...`)."""
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    value = headers.get("authorization")
+    if value is None:
+        sources = event.get("identitySource") or []
+        value = sources[0] if sources else None
+    if not value:
+        return None
+    scheme, _, token = str(value).strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+Authorize = Callable[[Mapping[str, Any]], AuthDecision]
+
+
+def event_authorizer(verifier: TokenVerifier) -> Authorize:
+    """The authorizer as a function of the request event (the Lambda and the local server)."""
+
+    def authorize(event: Mapping[str, Any]) -> AuthDecision:
+        return verifier.authorize(bearer_token(event))
+
+    return authorize
+
+
+def trust_everyone_as(user_id: str) -> Authorize:
+    """Development only (`deepmem serve --no-auth`): every request acts as `user_id`."""
+    UUID(user_id)
+
+    def authorize(event: Mapping[str, Any]) -> AuthDecision:
+        return allow(user_id)
+
+    return authorize

@@ -1,0 +1,105 @@
+"""The one place that maps errors to HTTP answers. Every body is JSON with `detail`.
+
+Mapped by type, never by message: 404 unknown run; 409 a move the lifecycle forbids, a blocking
+run (with `blocking_run_id`/`blocking_run_status`), locked settings; 422 invalid input; 401 no
+verified caller; 503 the store or the workflow engine failing; 500 anything else.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from deepmem.domain.errors import (
+    BlockingRunExistsError,
+    InvalidTransitionError,
+    RunNotFoundError,
+    SettingsLockedError,
+    StoreError,
+    WorkflowError,
+)
+
+logger = Logger(service="deepmem-api")
+
+
+class NotAuthenticatedError(Exception):
+    """The request reached a handler without a verified caller (no authorizer context)."""
+
+
+def error_response(http_status: HTTPStatus, /, detail: Any, **fields: Any) -> Response[Any]:
+    return Response(
+        status_code=http_status.value,
+        content_type=content_types.APPLICATION_JSON,
+        body={"detail": detail, **fields},
+    )
+
+
+def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Location, type and pydantic's short message; never the input echoed back or internals.
+    return [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "type": str(error.get("type", "")),
+            "msg": str(error.get("msg", "")),
+        }
+        for error in exc.errors()
+    ]
+
+
+def register_error_handlers(app: ApiGatewayResolver) -> None:
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(exc: RequestValidationError) -> Response[Any]:
+        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, _validation_detail(exc))
+
+    @app.exception_handler(NotFoundError)
+    def _no_route(exc: NotFoundError) -> Response[Any]:
+        return error_response(HTTPStatus.NOT_FOUND, "Not found")
+
+    @app.exception_handler(NotAuthenticatedError)
+    def _not_authenticated(exc: NotAuthenticatedError) -> Response[Any]:
+        return error_response(HTTPStatus.UNAUTHORIZED, str(exc))
+
+    @app.exception_handler(RunNotFoundError)
+    def _run_not_found(exc: RunNotFoundError) -> Response[Any]:
+        return error_response(HTTPStatus.NOT_FOUND, str(exc), training_run_id=exc.run_id)
+
+    @app.exception_handler(BlockingRunExistsError)
+    def _blocking_run(exc: BlockingRunExistsError) -> Response[Any]:
+        return error_response(
+            HTTPStatus.CONFLICT,
+            str(exc),
+            blocking_run_id=exc.blocking_run_id,
+            blocking_run_status=exc.blocking_run_status,
+        )
+
+    @app.exception_handler(SettingsLockedError)
+    def _settings_locked(exc: SettingsLockedError) -> Response[Any]:
+        return error_response(
+            HTTPStatus.CONFLICT,
+            str(exc),
+            blocking_run_id=exc.blocking_run_id,
+            blocking_run_status=exc.blocking_run_status,
+        )
+
+    @app.exception_handler(InvalidTransitionError)
+    def _invalid_transition(exc: InvalidTransitionError) -> Response[Any]:
+        # Covers RunNotDeletableError, RunNotProceedableError and RunNotCancellableError.
+        return error_response(
+            HTTPStatus.CONFLICT, str(exc), training_run_id=exc.run_id, status=exc.current
+        )
+
+    @app.exception_handler([StoreError, WorkflowError])
+    def _unavailable(exc: Exception) -> Response[Any]:
+        logger.exception("dependency failed")
+        return error_response(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response[Any]:
+        logger.exception("unhandled error")
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")

@@ -1,0 +1,151 @@
+"""Request and response models of the HTTP API. Domain models stay out of the wire format."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from deepmem.domain.models import (
+    DeleteOutcome,
+    SettingsUpdate,
+    TrainerKind,
+    TrainingPair,
+    TrainingRun,
+)
+from deepmem.domain.status import RunStatus
+from deepmem.services.runs import RunExecution, SettingsView
+
+# requests
+
+
+class RunReference(BaseModel):
+    """Body of POST /train and POST /proceed. Unknown fields (a `user_id` included) are ignored:
+    who acts comes from the verified token only."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    training_run_id: UUID
+
+
+class SettingsUpdateRequest(SettingsUpdate):
+    """Body of PUT /settings: the fields to change, nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_user_id(cls, data: Any) -> Any:
+        # The caller's identity never comes from a body; drop it rather than refuse the request.
+        if isinstance(data, dict) and "user_id" in data:
+            return {k: v for k, v in data.items() if k != "user_id"}
+        return data
+
+    def to_domain(self) -> SettingsUpdate:
+        return SettingsUpdate.model_validate(self.model_dump(exclude_unset=True))
+
+
+# responses
+
+
+class JobAccepted(BaseModel):
+    """202 for generate, train, proceed and cancel."""
+
+    job_id: str = Field(description="the Step Functions execution name: <run>-<phase>-<attempt>")
+    training_run_id: UUID
+    message: str
+
+    @classmethod
+    def of(cls, started: RunExecution, message: str) -> JobAccepted:
+        return cls(job_id=started.execution.name, training_run_id=started.run.id, message=message)
+
+
+class RunOut(BaseModel):
+    id: UUID
+    dataset: str
+    status: RunStatus
+    user_id: UUID | None
+    deeplake_job_id: str | None
+    error_message: str | None
+    total_chunks: int
+    processed_chunks: int
+    pair_count: int
+    attempt: int
+    llm_calls: int
+    tokens_used: int
+    metrics: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, run: TrainingRun) -> RunOut:
+        return cls.model_validate(run.model_dump())
+
+
+class RunPage(BaseModel):
+    runs: list[RunOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last page")
+
+
+class PairOut(BaseModel):
+    id: int
+    chunk_id: str
+    question: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, pair: TrainingPair) -> PairOut:
+        return cls(
+            id=pair.id, chunk_id=pair.chunk_id, question=pair.question, created_at=pair.created_at
+        )
+
+
+class PairPage(BaseModel):
+    training_run_id: UUID
+    pairs: list[PairOut]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class RunDeleted(BaseModel):
+    training_run_id: UUID
+    deleted_pairs: int
+
+    @classmethod
+    def of(cls, outcome: DeleteOutcome) -> RunDeleted:
+        return cls(training_run_id=outcome.training_run_id, deleted_pairs=outcome.deleted_pairs)
+
+
+class SettingsOut(BaseModel):
+    questions_per_chunk: int
+    llm_model: str
+    embedding_model: str
+    batch_size: int
+    concurrency: int
+    lanes: int
+    max_chunks_per_run: int | None
+    trainer: TrainerKind
+    has_blocking_run: bool
+    blocking_run_id: UUID | None
+    blocking_run_status: RunStatus | None
+    is_cloud: bool
+    effective_trainer: TrainerKind = Field(description="the trainer the next training will use")
+
+    @classmethod
+    def of(cls, view: SettingsView) -> SettingsOut:
+        return cls.model_validate(
+            view.settings.model_dump() | view.model_dump(exclude={"settings"})
+        )
+
+
+class ErrorOut(BaseModel):
+    """Every error body: `detail` always, the blocking run on a 409 that has one."""
+
+    detail: Any
+    blocking_run_id: UUID | None = None
+    blocking_run_status: RunStatus | None = None

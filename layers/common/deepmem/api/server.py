@@ -1,0 +1,279 @@
+"""`deepmem serve`: the API's handlers behind a local HTTP server, authorizer included.
+
+Each HTTP request becomes an API Gateway HTTP API (payload 2.0) event; the authorizer decides
+on it as it would in AWS, its user id is placed in `requestContext.authorizer.lambda`, and the
+same resolver the Lambda functions use answers. Unlike API Gateway, the local server tells
+denials apart: an invalid or missing token is 401, a non-admin 403 (see `deepmem.api.auth`).
+
+Powertools' resolver keeps the current event on a class attribute (one event per Lambda
+instance at a time), so requests are handled by the resolver one at a time; connections are
+still accepted concurrently. `GET /openapi.json` serves the spec without authentication.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+
+from deepmem.api.auth import AuthDecision, Authorize, Denial
+from deepmem.services.runs import RunService
+
+MAX_BODY_BYTES = 1_000_000
+
+_DENIAL_DETAIL = {
+    Denial.INVALID_TOKEN: "a valid access token is required",
+    Denial.NOT_ADMIN: "only admins may use this API",
+    Denial.UNAVAILABLE: "the authorizer cannot verify tokens right now",
+}
+
+
+class PortInUseError(Exception):
+    """The port is taken by another process."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            f"port {port} on {host} is already in use: stop the other server or pick another "
+            "port (--port)"
+        )
+        self.host = host
+        self.port = port
+
+
+@dataclass(frozen=True)
+class LocalContext:
+    """Enough of a Lambda context for Powertools."""
+
+    function_name: str = "deepmem-local"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:deepmem-local"
+    aws_request_id: str = "local"
+
+
+def http_api_event(
+    method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload format 2.0) event for one HTTP request."""
+    url = urlsplit(target)
+    query: dict[str, list[str]] = {}
+    for key, value in parse_qsl(url.query, keep_blank_values=True):
+        query.setdefault(key, []).append(value)
+    try:
+        text, is_base64 = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, is_base64 = base64.b64encode(body).decode("ascii"), True
+    now = time.time()
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": url.path,
+        "rawQueryString": url.query,
+        "cookies": [c.strip() for c in headers.get("cookie", "").split(";") if c.strip()],
+        "headers": headers,
+        "queryStringParameters": {k: ",".join(v) for k, v in query.items()} or None,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "domainName": headers.get("host", "localhost"),
+            "domainPrefix": "local",
+            "http": {
+                "method": method,
+                "path": url.path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "body": text if body else None,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def authorizer_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The Lambda authorizer's (payload 2.0, REQUEST) view of a request event."""
+    authorization = event["headers"].get("authorization")
+    return {
+        "version": "2.0",
+        "type": "REQUEST",
+        "routeArn": "arn:aws:execute-api:local:000000000000:local/$default/"
+        f"{event['requestContext']['http']['method']}{event['rawPath']}",
+        "identitySource": [authorization] if authorization else [],
+        "routeKey": event["routeKey"],
+        "rawPath": event["rawPath"],
+        "rawQueryString": event["rawQueryString"],
+        "headers": event["headers"],
+        "requestContext": event["requestContext"],
+    }
+
+
+class LocalApi:
+    """Turns HTTP requests into answers: authorizer, then resolver. Usable without sockets."""
+
+    def __init__(self, authorize: Authorize, resolver: APIGatewayHttpResolver | None = None):
+        if resolver is None:
+            from deepmem.api.app import app
+
+            resolver = app
+        self.resolver: APIGatewayHttpResolver = resolver
+        self.authorize = authorize
+        self._resolve_lock = threading.Lock()
+
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes]:
+        headers = {k.lower(): v for k, v in headers.items()}
+        event = http_api_event(method, target, headers, body)
+        if method == "GET" and event["rawPath"] == "/openapi.json":
+            from deepmem.api.app import openapi_json
+
+            return 200, {"content-type": "application/json"}, openapi_json(self.resolver).encode()
+        decision: AuthDecision = self.authorize(authorizer_event(event))
+        if decision.denial is not None:
+            body_out = json.dumps({"detail": _DENIAL_DETAIL[decision.denial]}).encode()
+            extra = {"www-authenticate": "Bearer"} if decision.http_status == 401 else {}
+            return decision.http_status, {"content-type": "application/json", **extra}, body_out
+        event["requestContext"]["authorizer"] = {"lambda": {"user_id": decision.user_id}}
+        with self._resolve_lock:
+            response = self.resolver.resolve(event, LocalContext())  # type: ignore[arg-type]
+        raw = response.get("body") or ""
+        payload = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode()
+        out_headers = {k.lower(): str(v) for k, v in (response.get("headers") or {}).items()}
+        return int(response["statusCode"]), out_headers, payload
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: _ApiServer
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._send(413, {"content-type": "application/json"}, b'{"detail": "body too large"}')
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length else b""
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        try:
+            status, out_headers, payload = self.server.api.handle(
+                self.command, self.path, headers, body
+            )
+        except Exception:  # the resolver maps every error; this is the last line of defence
+            self.server.api_errors += 1
+            status, out_headers = 500, {"content-type": "application/json"}
+            payload = b'{"detail": "internal error"}'
+        self._send(status, out_headers, payload)
+
+    def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            if key not in ("content-length", "connection"):
+                self.send_header(key, value)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _answer  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+
+class _ApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], api: LocalApi, verbose: bool) -> None:
+        self.api = api
+        self.verbose = verbose
+        self.api_errors = 0
+        try:
+            super().__init__(address, _RequestHandler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(*address) from exc
+            raise
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    api: LocalApi
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _bind(host: str, port: int, authorize: Authorize, verbose: bool) -> _ApiServer:
+    return _ApiServer((host, port), LocalApi(authorize), verbose)
+
+
+@contextmanager
+def running_server(
+    authorize: Authorize,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    service: RunService | None = None,
+    verbose: bool = False,
+) -> Iterator[RunningServer]:
+    """A server in a background thread for the duration of the block (port 0: any free one)."""
+    with ExitStack() as stack:
+        if service is not None:
+            from deepmem.api.app import use_run_service
+
+            stack.enter_context(use_run_service(service))
+        server = _bind(host, port, authorize, verbose)
+        thread = threading.Thread(target=server.serve_forever, name="deepmem-serve", daemon=True)
+        thread.start()
+        try:
+            yield RunningServer(host, server.server_address[1], server.api)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    authorize: Authorize,
+    service: RunService | None = None,
+    verbose: bool = True,
+) -> None:
+    """Serve until interrupted. Raise PortInUseError when the port is taken."""
+    with ExitStack() as stack:
+        if service is not None:
+            from deepmem.api.app import use_run_service
+
+            stack.enter_context(use_run_service(service))
+        server = _bind(host, port, authorize, verbose)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()

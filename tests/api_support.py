@@ -1,0 +1,159 @@
+"""Helpers for API tests: the Lambda handlers loaded from `functions/`, API Gateway v2 events,
+and a loopback JWKS server with test signing keys."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from uuid import UUID, uuid4
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from deepmem.api.server import http_api_event
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_ID = UUID("00000000-0000-4000-8000-0000000000ad")
+
+
+def load_function(name: str) -> ModuleType:
+    """`functions/<name>/app.py` as a module (every function's module is called `app`)."""
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"deepmem_function_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass(frozen=True)
+class FakeLambdaContext:
+    function_name: str = "deepmem-test"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:deepmem-test"
+    aws_request_id: str = "test-request"
+
+
+def api_event(
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    user_id: UUID | str | None = ADMIN_ID,
+    raw_body: str | None = None,
+) -> dict[str, Any]:
+    """An API Gateway HTTP API event that passed the authorizer as `user_id`."""
+    data = raw_body.encode() if raw_body is not None else b""
+    if body is not None:
+        data = json.dumps(body).encode()
+    headers = {"content-type": "application/json", "host": "api.test"}
+    event = http_api_event(method, path, headers, data)
+    if user_id is not None:
+        event["requestContext"]["authorizer"] = {"lambda": {"user_id": str(user_id)}}
+    return event
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+
+    @classmethod
+    def of(cls, response: dict[str, Any]) -> Answer:
+        assert response["headers"]["Content-Type"] == "application/json", response
+        return cls(status=response["statusCode"], body=json.loads(response["body"]))
+
+
+def call(module: ModuleType, event: dict[str, Any]) -> Answer:
+    return Answer.of(module.handler(event, FakeLambdaContext()))
+
+
+# Tokens
+
+
+@dataclass
+class SigningKeys:
+    ec_key: ec.EllipticCurvePrivateKey
+    rsa_key: rsa.RSAPrivateKey
+    other_ec_key: ec.EllipticCurvePrivateKey  # not published: forged signatures
+
+    @classmethod
+    def generate(cls) -> SigningKeys:
+        return cls(
+            ec_key=ec.generate_private_key(ec.SECP256R1()),
+            rsa_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            other_ec_key=ec.generate_private_key(ec.SECP256R1()),
+        )
+
+    def jwks(self) -> dict[str, Any]:
+        ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec_key.public_key()))
+        rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa_key.public_key()))
+        return {
+            "keys": [
+                ec_jwk | {"kid": "ec-1", "alg": "ES256", "use": "sig"},
+                rsa_jwk | {"kid": "rsa-1", "alg": "RS256", "use": "sig"},
+            ]
+        }
+
+
+def claims(
+    issuer: str,
+    *,
+    sub: UUID | str = ADMIN_ID,
+    role: str | None = "admin",
+    audience: str = "authenticated",
+    expires_in: int = 3600,
+) -> dict[str, Any]:
+    now = int(time.time())
+    body: dict[str, Any] = {
+        "sub": str(sub),
+        "aud": audience,
+        "iss": issuer,
+        "iat": now,
+        "exp": now + expires_in,
+        "role": "authenticated",
+        "email": "someone@example.com",
+        "app_metadata": {"provider": "email"} | ({"role": role} if role else {}),
+    }
+    return body
+
+
+@contextmanager
+def jwks_server(keys: SigningKeys) -> Iterator[tuple[str, list[int]]]:
+    """Serve the public keys on loopback; yield the JWKS url and a hit counter."""
+    document = json.dumps(keys.jwks()).encode()
+    hits = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits[0] += 1
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(document)))
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def new_id() -> UUID:
+    return uuid4()
