@@ -209,7 +209,7 @@ def test_settings_from_config_derive_from_the_supabase_url() -> None:
 
 
 @pytest.fixture
-def authorizer(jwks, monkeypatch) -> ModuleType:
+def authorizer(jwks, monkeypatch) -> Iterator[ModuleType]:
     monkeypatch.setenv("SUPABASE_URL", "https://project.supabase.co")
     monkeypatch.setenv("SUPABASE_JWKS_URL", jwks[0])
     from deepmem.config import load_config
