@@ -204,7 +204,8 @@ class FakeLLMServer:
 
     def stop(self) -> None:
         self._stopping.set()  # wakes hanging handlers
-        self._httpd.shutdown()
+        if self._thread is not None:  # shutdown() waits for a serve_forever that never ran
+            self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
