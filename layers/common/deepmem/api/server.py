@@ -202,6 +202,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 class _ApiServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a dashboard and a fuzzer open many connections at once
 
     def __init__(self, address: tuple[str, int], api: LocalApi, verbose: bool) -> None:
         self.api = api
@@ -246,7 +247,9 @@ def running_server(
 
             stack.enter_context(use_run_service(service))
         server = _bind(host, port, authorize, verbose)
-        thread = threading.Thread(target=server.serve_forever, name="deepmem-serve", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="deepmem-serve", daemon=True
+        )
         thread.start()
         try:
             yield RunningServer(host, server.server_address[1], server.api)
