@@ -524,3 +524,10 @@ class QueryAdapterTrainer:
             progress={"epochs": artifact.metrics.get("epochs")},
             metrics=artifact.metrics,
         )
+
+
+def dataset_embedding_model(path: str, token: str | None = None) -> str | None:
+    """The embedding model the dataset builder recorded in the dataset's info, if any."""
+    info = _load_dataset(path, token).info
+    model = info.get("embedding_model") if hasattr(info, "get") else None
+    return str(model) if model else None

@@ -1,0 +1,182 @@
+"""Training use cases, called by the state machine's train task: submit a job, check it.
+
+- `submit(run_id)`: the run must be `training`. If the run already carries a job id of the
+  trainer now chosen and that job is pending, training or completed, it is reused: a retried
+  submit or a proceed never starts a second job (for Deep Memory a second `train()` would
+  overwrite `<dataset>_queries` under the running one). Otherwise every pair of the run goes
+  to `trainer.submit` and the job id is kept on the run.
+- `check(run_id, job_id)`: a completed job writes its metrics and moves the run
+  `training → completed` by compare-and-set; a failed one raises `TrainingError` carrying the
+  trainer's own message (the Catch records `training_failed` with it); otherwise the state
+  and a suggested wait, growing with the number of polls (or the job's age).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from deepmem.domain.errors import InvalidTransitionError, TrainingError
+from deepmem.domain.models import TrainerKind, TrainingPair, TrainingRun
+from deepmem.domain.status import RunStatus
+from deepmem.ports import JobState, JobStatus, RunStore, Trainer
+
+ADAPTER_JOB_PREFIX = "adapter-"  # the query adapter's job ids: adapter-<run id>-<attempt>
+PAIR_PAGE = 1000
+
+#: (kind, run) -> the trainer that trains that run's dataset with that kind.
+TrainerFactory = Callable[[TrainerKind, TrainingRun], Trainer]
+
+
+def choose_trainer(setting: TrainerKind, dataset: str) -> TrainerKind:
+    """`hub://` → Deep Memory, anything else → the query adapter; the setting may force the
+    adapter anywhere, and Deep Memory only where it exists."""
+    cloud = dataset.startswith("hub://")
+    if setting is TrainerKind.QUERY_ADAPTER:
+        return TrainerKind.QUERY_ADAPTER
+    if setting is TrainerKind.DEEP_MEMORY and not cloud:
+        raise TrainingError(
+            f"the trainer setting is deep_memory but dataset {dataset!r} is not a hub:// "
+            "dataset: Deep Memory exists only on Activeloop's managed service"
+        )
+    return TrainerKind.DEEP_MEMORY if cloud else TrainerKind.QUERY_ADAPTER
+
+
+def kind_of_job(job_id: str) -> TrainerKind:
+    return (
+        TrainerKind.QUERY_ADAPTER
+        if job_id.startswith(ADAPTER_JOB_PREFIX)
+        else TrainerKind.DEEP_MEMORY
+    )
+
+
+def needs_resubmit(status: JobStatus) -> bool:
+    """Resubmit only over a failed or unknown job (trainers report unknown as failed): a job
+    still pending/training is polled again, a completed one is kept."""
+    return status.state is JobState.FAILED
+
+
+def suggest_wait(
+    kind: TrainerKind, state: JobState, poll: int | None, age_seconds: float | None = None
+) -> int:
+    """Seconds the state machine should wait before the next check.
+
+    The query adapter trains inside `submit`: its job is done at once. Deep Memory jobs take
+    minutes to hours: exponential backoff over the polls (30 s doubling to 10 min), or when
+    the poll count is unknown a quarter of the job's age within the same bounds.
+    """
+    if kind is TrainerKind.QUERY_ADAPTER or state is JobState.COMPLETED:
+        return 0
+    base, cap = 30, 600
+    if poll is not None:
+        return int(min(cap, base * 2 ** min(poll, 10)))
+    if age_seconds is not None:
+        return int(min(cap, max(base, age_seconds / 4)))
+    return base
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    run_id: UUID
+    job_id: str
+    state: JobState
+    wait_seconds: int
+    poll: int = 0
+    reused: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": str(self.run_id),
+            "job_id": self.job_id,
+            "state": self.state.value,
+            "wait_seconds": self.wait_seconds,
+            "poll": self.poll,
+        }
+
+
+class TrainingService:
+    def __init__(self, store: RunStore, trainers: TrainerFactory) -> None:
+        self.store = store
+        self.trainers = trainers
+
+    def _training_run(self, run_id: UUID, attempt: int | None) -> TrainingRun:
+        run = self.store.get_run(run_id)
+        if attempt is not None and attempt != run.attempt:
+            # An execution of an older attempt must not act on the run's newer one.
+            raise InvalidTransitionError(
+                run_id, f"{run.status} (attempt {run.attempt})", "training"
+            )
+        return run
+
+    def all_pairs(self, run_id: UUID) -> list[TrainingPair]:
+        pairs: list[TrainingPair] = []
+        while True:
+            page = self.store.list_pairs(run_id, limit=PAIR_PAGE, offset=len(pairs))
+            pairs.extend(page)
+            if len(page) < PAIR_PAGE:
+                return pairs
+
+    def submit(self, run_id: UUID, attempt: int | None = None) -> TrainingStep:
+        run = self._training_run(run_id, attempt)
+        if run.status is not RunStatus.TRAINING:
+            raise InvalidTransitionError(run_id, run.status, RunStatus.TRAINING)
+        kind = choose_trainer(self.store.get_settings().trainer, run.dataset)
+        trainer = self.trainers(kind, run)
+        if run.deeplake_job_id and kind_of_job(run.deeplake_job_id) is kind:
+            status = trainer.check(run.deeplake_job_id)
+            if not needs_resubmit(status):
+                return TrainingStep(
+                    run_id=run.id,
+                    job_id=run.deeplake_job_id,
+                    state=status.state,
+                    wait_seconds=suggest_wait(kind, status.state, 0),
+                    reused=True,
+                )
+        job_id = trainer.submit(run, self.all_pairs(run.id))
+        self.store.set_training_job(run.id, job_id)
+        return TrainingStep(
+            run_id=run.id,
+            job_id=job_id,
+            state=JobState.PENDING,
+            wait_seconds=suggest_wait(kind, JobState.PENDING, 0),
+        )
+
+    def check(
+        self, run_id: UUID, job_id: str, attempt: int | None = None, poll: int | None = None
+    ) -> TrainingStep:
+        run = self._training_run(run_id, attempt)
+        next_poll = (poll or 0) + 1
+        if run.status is RunStatus.COMPLETED and run.deeplake_job_id == job_id:
+            # A retried check after the transition went through: nothing left to do.
+            return TrainingStep(
+                run.id, job_id, JobState.COMPLETED, 0, next_poll, metrics=run.metrics
+            )
+        if run.status is not RunStatus.TRAINING:
+            raise InvalidTransitionError(run_id, run.status, RunStatus.COMPLETED)
+        kind = kind_of_job(job_id)
+        status = self.trainers(kind, run).check(job_id)
+        if status.state is JobState.FAILED:
+            raise TrainingError(status.error or f"training job {job_id} failed")
+        if status.state is JobState.COMPLETED:
+            self.store.set_metrics(run.id, status.metrics)
+            moved = self.store.transition(run.id, RunStatus.TRAINING, RunStatus.COMPLETED)
+            if moved is None:
+                current = self.store.get_run(run.id)
+                if current.status is not RunStatus.COMPLETED:
+                    raise InvalidTransitionError(run.id, current.status, RunStatus.COMPLETED)
+            return TrainingStep(
+                run.id, job_id, JobState.COMPLETED, 0, next_poll, metrics=status.metrics
+            )
+        updated = run.updated_at if run.updated_at.tzinfo else run.updated_at.replace(tzinfo=UTC)
+        age = (datetime.now(UTC) - updated).total_seconds()
+        return TrainingStep(
+            run_id=run.id,
+            job_id=job_id,
+            state=status.state,
+            wait_seconds=suggest_wait(kind, status.state, poll, age),
+            poll=next_poll,
+        )
