@@ -6,8 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 from deepmem.adapters.postgres import PostgresStore, connect_pool
+from deepmem.adapters.supabase import SupabaseStore, connect_supabase
 
 from tests.db import TestServer, test_server
+from tests.fakes.postgrest import FakePostgrest, make_token
 
 
 @pytest.fixture(scope="session")
@@ -32,10 +34,24 @@ def postgres_store(database_url: str) -> Iterator[PostgresStore]:
     store.close()
 
 
-STORE_KINDS = ["postgres"]
+@pytest.fixture
+def fake_postgrest(database_url: str) -> Iterator[FakePostgrest]:
+    """PostgREST's RPC endpoint on loopback, over the per-test database."""
+    with FakePostgrest(database_url) as api:
+        yield api
+
+
+@pytest.fixture
+def supabase_store(fake_postgrest: FakePostgrest) -> Iterator[SupabaseStore]:
+    store = SupabaseStore(connect_supabase(fake_postgrest.url, make_token("service_role")))
+    yield store
+    store.close()
+
+
+STORE_KINDS = ["postgres", "supabase"]
 
 
 @pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest) -> PostgresStore:
+def store(request: pytest.FixtureRequest) -> PostgresStore | SupabaseStore:
     """Every RunStore adapter, for the contract suite."""
     return request.getfixturevalue(f"{request.param}_store")  # type: ignore[no-any-return]
