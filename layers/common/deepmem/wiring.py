@@ -1,26 +1,240 @@
 """The one composition root: the only module that knows which adapter implements which port.
 
 Each builder imports its adapter lazily, so an API function never imports DeepLake, OpenAI or
-numpy on a cold start.
+numpy on a cold start. Handlers cache what they build for the life of a warm container.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from deepmem.config import Config, load_config
+from deepmem.domain.errors import DeepmemError
 
 if TYPE_CHECKING:
-    from deepmem.ports import RunStore, Workflow
+    from deepmem.domain.models import Settings
+    from deepmem.ports import ChunkSource, QuestionGenerator, RunStore, Workflow
+    from deepmem.services.generation import GenerationService
 
-__all__ = ["Config", "build_run_store", "build_workflow", "load_config"]
+__all__ = [
+    "Config",
+    "ConfigurationError",
+    "build_generation_service",
+    "build_run_store",
+    "build_workflow",
+    "chunk_source_for",
+    "generator_for",
+    "load_config",
+    "load_handler",
+    "shared_run_store",
+]
+
+#: The Lambda functions the state machine invokes, by template logical id.
+STATE_MACHINE_FUNCTIONS = {
+    "GenerateBatchFunction": "generate_batch",
+    "TrainFunction": "train",
+    "RecordFailureFunction": "record_failure",
+}
+
+
+class ConfigurationError(DeepmemError):
+    """The environment does not say enough to build a part."""
 
 
 def build_run_store(config: Config) -> RunStore:
-    """Stub until the store adapters are wired (PostgreSQL, Supabase)."""
-    raise NotImplementedError("no RunStore adapter is wired yet")
+    """DATABASE_URL → PostgreSQL (psycopg); else SUPABASE_URL → Supabase (rpc over PostgREST)."""
+    if config.database_url:
+        from deepmem.adapters.postgres import PostgresStore, connect_pool
+
+        return PostgresStore(connect_pool(config.database_url))
+    if config.supabase_url:
+        from deepmem.adapters.secrets import value_or_secret
+        from deepmem.adapters.supabase import SupabaseStore, connect_supabase
+
+        key = value_or_secret(config.supabase_service_key, config.supabase_service_key_secret)
+        if not key:
+            raise ConfigurationError(
+                "SUPABASE_URL is set but neither SUPABASE_SERVICE_KEY nor "
+                "SUPABASE_SERVICE_KEY_SECRET is"
+            )
+        return SupabaseStore(connect_supabase(config.supabase_url, key))
+    raise ConfigurationError(
+        "no database configured: set DATABASE_URL or SUPABASE_URL (the `deepmem` CLI starts "
+        "an embedded PostgreSQL and sets DATABASE_URL itself)"
+    )
+
+
+_stores: dict[tuple[str | None, str | None], RunStore] = {}
+
+
+def shared_run_store(config: Config) -> RunStore:
+    """One store (one connection pool) per database for the life of the process: a warm
+    Lambda container, the CLI, the local workflow's in-process handlers."""
+    key = (config.database_url, config.supabase_url)
+    if key not in _stores:
+        _stores[key] = build_run_store(config)
+    return _stores[key]
+
+
+def chunk_source_for(config: Config) -> Callable[[str], ChunkSource]:
+    from deepmem.adapters.deeplake_source import DeepLakeChunkSource
+    from deepmem.adapters.secrets import value_or_secret
+
+    sources: dict[str, ChunkSource] = {}
+
+    def source(dataset: str) -> ChunkSource:
+        if dataset not in sources:
+            token = None
+            if dataset.startswith("hub://"):
+                token = value_or_secret(config.activeloop_token, config.activeloop_token_secret)
+            sources[dataset] = DeepLakeChunkSource(dataset, token=token)
+        return sources[dataset]
+
+    return source
+
+
+def generator_for(config: Config) -> Callable[[Settings], QuestionGenerator]:
+    """An OpenAI-compatible endpoint when a key or base URL is configured, else offline."""
+
+    def generator(settings: Settings) -> QuestionGenerator:
+        from deepmem.adapters.secrets import value_or_secret
+
+        key = value_or_secret(config.openai_api_key, config.openai_api_key_secret)
+        if not key and not config.openai_base_url:
+            from deepmem.adapters.offline_generator import OfflineQuestionGenerator
+
+            return OfflineQuestionGenerator()
+        import openai
+
+        from deepmem.adapters.openai_generator import OpenAIQuestionGenerator
+
+        # Made per invocation: an async client belongs to the event loop it runs on.
+        client = openai.AsyncOpenAI(
+            api_key=key or "unused", base_url=config.openai_base_url, max_retries=0
+        )
+        return OpenAIQuestionGenerator(
+            client,
+            settings.llm_model,
+            timeout=config.llm_timeout_seconds,
+            max_retries=config.llm_max_retries,
+        )
+
+    return generator
+
+
+def build_generation_service(config: Config, store: RunStore | None = None) -> GenerationService:
+    from deepmem.services.generation import GenerationService
+
+    return GenerationService(
+        store or shared_run_store(config), chunk_source_for(config), generator_for(config)
+    )
 
 
 def build_workflow(config: Config) -> Workflow:
-    """Stub until the workflow adapters are wired (Step Functions, local)."""
-    raise NotImplementedError("no Workflow adapter is wired yet")
+    """STATE_MACHINE_ARN → Step Functions; else the same ASL run locally by moto."""
+    if config.state_machine_arn:
+        import boto3
+
+        from deepmem.adapters.step_functions import StepFunctionsWorkflow
+
+        return StepFunctionsWorkflow(boto3.client("stepfunctions"), config.state_machine_arn)
+    return build_local_workflow(config)
+
+
+def build_local_workflow(config: Config, **options: Any) -> Workflow:
+    from deepmem.adapters.local_workflow import LocalWorkflow
+
+    handlers = {
+        logical_id: load_handler(name).handler
+        for logical_id, name in STATE_MACHINE_FUNCTIONS.items()
+    }
+    return LocalWorkflow(handlers, **options)
+
+
+def repo_root() -> Path:
+    override = os.environ.get("DEEPMEM_ROOT")
+    return Path(override) if override else Path(__file__).resolve().parents[3]
+
+
+def load_handler(name: str) -> ModuleType:
+    """`functions/<name>/app.py` as a module (they are not a package: each is a Lambda)."""
+    path = repo_root() / "functions" / name / "app.py"
+    module_name = f"deepmem_function_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigurationError(f"no handler at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- training (issue 6) ---------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from deepmem.domain.models import TrainerKind, TrainingRun
+    from deepmem.ports import Embedder, Trainer
+    from deepmem.services.training import TrainerFactory, TrainingService
+
+
+def embedder_for_model(config: Config, model_name: str) -> Embedder:
+    """The Embedder that reproduces a dataset's vectors: the offline MiniLM by its name, any
+    other model through the OpenAI-compatible endpoint."""
+    from deepmem.adapters.offline_embedder import MODEL_NAME, OfflineEmbedder
+
+    if model_name in (MODEL_NAME, f"sentence-transformers/{MODEL_NAME}"):
+        return OfflineEmbedder()
+    import openai
+
+    from deepmem.adapters.openai_embedder import OpenAIEmbedder
+    from deepmem.adapters.secrets import value_or_secret
+
+    key = value_or_secret(config.openai_api_key, config.openai_api_key_secret)
+    client = openai.OpenAI(api_key=key or "unused", base_url=config.openai_base_url)
+    return OpenAIEmbedder(client, model_name)
+
+
+def trainer_factory(config: Config) -> TrainerFactory:
+    """(kind, run) → Trainer. Deep Memory for `hub://` datasets, the query adapter (artifacts
+    in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a folder) for any dataset."""
+    from deepmem.adapters.secrets import value_or_secret
+    from deepmem.domain.models import TrainerKind
+
+    def trainer(kind: TrainerKind, run: TrainingRun) -> Trainer:
+        token = None
+        if run.dataset.startswith("hub://"):
+            token = value_or_secret(config.activeloop_token, config.activeloop_token_secret)
+        if kind is TrainerKind.DEEP_MEMORY:
+            from deepmem.adapters.deep_memory import DeepMemoryTrainer
+
+            settings = shared_run_store(config).get_settings()
+            return DeepMemoryTrainer(
+                run.dataset,
+                token,
+                embedder_for_model(config, settings.embedding_model),
+                api_url=config.activeloop_api_url,
+            )
+        from deepmem.adapters.artifacts import artifact_store_for
+        from deepmem.adapters.query_adapter import QueryAdapterTrainer, dataset_embedding_model
+
+        model = dataset_embedding_model(run.dataset, token)
+        if model is None:
+            model = shared_run_store(config).get_settings().embedding_model
+        return QueryAdapterTrainer(
+            run.dataset,
+            embedder_for_model(config, model),
+            artifact_store_for(config.artifacts_location),
+            token=token,
+        )
+
+    return trainer
+
+
+def build_training_service(config: Config, store: RunStore | None = None) -> TrainingService:
+    from deepmem.services.training import TrainingService
+
+    return TrainingService(store or shared_run_store(config), trainer_factory(config))

@@ -1,0 +1,89 @@
+"""State machine task: plan a generation, walk one lane batch by batch, finish.
+
+Domain errors propagate: their class name is the error the ASL's Retry and Catch see.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from deepmem.config import load_config
+from deepmem.domain.chunks import Lane
+from deepmem.services.generation import GenerationService
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+logger = Logger(service="deepmem")
+tracer = Tracer(service="deepmem")
+metrics = Metrics(service="deepmem")
+
+
+class _Task(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: UUID
+    attempt: int = Field(ge=1)
+
+
+class PlanTask(_Task):
+    action: Literal["plan"]
+
+
+class BatchTask(_Task):
+    action: Literal["batch"]
+    lane: Lane
+
+
+class FinishTask(_Task):
+    action: Literal["finish"]
+
+
+Task = Annotated[PlanTask | BatchTask | FinishTask, Field(discriminator="action")]
+_TASK = TypeAdapter(Task)
+
+
+@cache
+def _service() -> GenerationService:
+    from deepmem import wiring
+
+    return wiring.build_generation_service(load_config())
+
+
+def handle(
+    event: dict[str, Any], service: GenerationService, context: LambdaContext | None
+) -> dict[str, Any]:
+    task = _TASK.validate_python(event)
+    logger.append_keys(run_id=str(task.run_id), phase="generating", attempt=task.attempt)
+    if isinstance(task, PlanTask):
+        plan = service.plan(task.run_id)
+        metrics.add_metric(name="ChunksPlanned", unit=MetricUnit.Count, value=plan.total_chunks)
+        return plan.model_dump(mode="json")
+    if isinstance(task, BatchTask):
+        remaining = context.get_remaining_time_in_millis if context is not None else None
+        progress = service.batch(task.run_id, task.lane, remaining_ms=remaining)
+        metrics.add_metric(name="ChunksProcessed", unit=MetricUnit.Count, value=progress.new_chunks)
+        metrics.add_metric(name="PairsWritten", unit=MetricUnit.Count, value=progress.new_pairs)
+        metrics.add_metric(name="LlmCalls", unit=MetricUnit.Count, value=progress.llm_calls)
+        metrics.add_metric(name="LlmRetries", unit=MetricUnit.Count, value=progress.retries)
+        metrics.add_metric(name="LlmTokens", unit=MetricUnit.Count, value=progress.tokens_used)
+        return progress.model_dump(mode="json")
+    run = service.finish(task.run_id)
+    return {
+        "run_id": str(run.id),
+        "attempt": run.attempt,
+        "status": run.status.value,
+        "total_chunks": run.total_chunks,
+        "processed_chunks": run.processed_chunks,
+        "pair_count": run.pair_count,
+    }
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle(event, _service(), context)
