@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+from pydantic import BaseModel, ConfigDict
+
 from deepmem.domain.errors import (
     InvalidTransitionError,
     RunNotCancellableError,
@@ -35,7 +37,6 @@ from deepmem.domain.status import (
     phase_of,
 )
 from deepmem.ports import Execution, ExecutionState, RunStore, Workflow, execution_name
-from pydantic import BaseModel, ConfigDict
 
 CANCELLED = "cancelled"
 

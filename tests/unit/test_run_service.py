@@ -1,0 +1,127 @@
+"""RunService with the in-memory fakes: ordering of store and workflow calls, races."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from deepmem.domain.errors import (
+    BlockingRunExistsError,
+    RunNotCancellableError,
+    RunNotProceedableError,
+    WorkflowError,
+)
+from deepmem.domain.models import Settings, TrainerKind
+from deepmem.domain.status import RunStatus
+from deepmem.services.runs import RunService, effective_trainer
+
+from tests.fakes.memory_store import MemoryRunStore
+from tests.fakes.workflow import FakeWorkflow
+
+
+@pytest.fixture
+def store() -> MemoryRunStore:
+    return MemoryRunStore()
+
+
+@pytest.fixture
+def workflow() -> FakeWorkflow:
+    return FakeWorkflow()
+
+
+@pytest.fixture
+def service(store: MemoryRunStore, workflow: FakeWorkflow) -> RunService:
+    return RunService(store, workflow, dataset="/data/kb")
+
+
+def race(count: int, call: Callable[[], Any]) -> list[Any]:
+    """Run `call` from `count` threads released together; results or raised errors."""
+    barrier = threading.Barrier(count)
+
+    def one(_: int) -> Any:
+        barrier.wait()
+        try:
+            return call()
+        except Exception as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_racing_generations_create_one_run(service, store, workflow) -> None:
+    results = race(32, lambda: service.start_generation(uuid4()))
+
+    started = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, BlockingRunExistsError)]
+    assert len(started) == 1 and len(refused) == 31
+    assert {e.blocking_run_id for e in refused} == {str(started[0].run.id)}
+    assert len(workflow.started) == 1
+
+
+def test_racing_proceeds_start_one_execution(service, store, workflow) -> None:
+    run = service.start_generation(None).run
+    store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED, error_message="x")
+
+    results = race(32, lambda: service.proceed(run.id))
+
+    assert sum(not isinstance(r, Exception) for r in results) == 1
+    assert sum(isinstance(r, RunNotProceedableError) for r in results) == 31
+    assert workflow.started == [f"{run.id}-generating-1", f"{run.id}-generating-2"]
+    assert store.get_run(run.id).attempt == 2
+
+
+def test_an_engine_error_on_stop_keeps_the_run_active(service, store, workflow) -> None:
+    run_id: UUID = service.start_generation(None).run.id
+    workflow.executions.clear()  # the engine no longer knows the execution: stop fails
+
+    with pytest.raises(WorkflowError):
+        service.cancel(run_id)
+
+    # Not marked failed while an execution might still be running: a proceed could otherwise
+    # start a second one beside it. The admin retries, or aborts it in the console.
+    assert store.get_run(run_id).status is RunStatus.GENERATING
+
+
+def test_cancel_after_the_safety_net_already_wrote_the_failure(service, store, workflow) -> None:
+    run_id = service.start_generation(None).run.id
+    original_stop = workflow.stop
+
+    def stop_and_record(run_id: UUID, phase: Any, attempt: int, cause: str) -> None:
+        original_stop(run_id, phase, attempt, cause)
+        # EventBridge → record_failure gets there first.
+        store.transition(
+            run_id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED, error_message=cause
+        )
+
+    workflow.stop = stop_and_record  # type: ignore[method-assign]
+
+    stopped = service.cancel(run_id)
+
+    assert stopped.run.status is RunStatus.GENERATING_FAILED
+    assert stopped.run.error_message == "cancelled"
+
+
+def test_cancel_needs_an_active_run(service, store) -> None:
+    run_id = service.start_generation(None).run.id
+    store.transition(run_id, RunStatus.GENERATING, RunStatus.GENERATED)
+
+    with pytest.raises(RunNotCancellableError):
+        service.cancel(run_id)
+
+
+@pytest.mark.parametrize(
+    ("setting", "dataset", "expected"),
+    [
+        (TrainerKind.AUTO, "hub://org/kb", TrainerKind.DEEP_MEMORY),
+        (TrainerKind.AUTO, "/data/kb", TrainerKind.QUERY_ADAPTER),
+        (TrainerKind.QUERY_ADAPTER, "hub://org/kb", TrainerKind.QUERY_ADAPTER),
+        (TrainerKind.DEEP_MEMORY, "hub://org/kb", TrainerKind.DEEP_MEMORY),
+    ],
+)
+def test_effective_trainer(setting, dataset, expected) -> None:
+    assert effective_trainer(Settings(trainer=setting), dataset) is expected
