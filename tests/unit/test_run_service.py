@@ -98,7 +98,7 @@ def test_cancel_after_the_safety_net_already_wrote_the_failure(service, store, w
             run_id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED, error_message=cause
         )
 
-    workflow.stop = stop_and_record  # type: ignore[method-assign]
+    workflow.stop = stop_and_record
 
     stopped = service.cancel(run_id)
 
