@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deepmem.config import load_config
 from deepmem.ports import RunStore
@@ -69,8 +69,9 @@ def handle(event: dict[str, Any], store: RunStore, state_machine_arn: str | None
     )
     outcome = record_failure(store, report)
     if outcome.recorded:
-        metrics.add_dimension(name="phase", value=report.phase.value)
-        metrics.add_metric(name="RunsFailed", unit=MetricUnit.Count, value=1)
+        # Its own EMF line: a per-phase dimension must not stick to the function's other metrics.
+        with single_metric(name="RunsFailed", unit=MetricUnit.Count, value=1) as metric:
+            metric.add_dimension(name="phase", value=report.phase.value)
     return outcome.as_dict()
 
 
