@@ -157,7 +157,7 @@ class Faults:
     retry_after: str | None = None
     """Retry-After header sent with failures (seconds or an HTTP date); None sends none."""
     hang_first: int = 0
-    """The next N calls hang `hang_seconds` before answering (past the client's timeout)."""
+    """The next N calls hang `hang_seconds` (past the client's timeout), then close unanswered."""
     hang_seconds: float = 30.0
     content_mode: str = "json"
     """How the questions are written: json | truncated_json | lines | garbage | empty."""
@@ -399,7 +399,10 @@ class _Handler(BaseHTTPRequestHandler):
             fake._finish(status)
             self._error(status, retry_after)
             return faults, True
-        if hang and fake._stopping.wait(faults.hang_seconds):
+        if hang:
+            # Past the client's timeout an answer means nothing: close without one, counted
+            # under 499 (nginx's "client closed request").
+            fake._stopping.wait(faults.hang_seconds)
             fake._finish(499)
             self.close_connection = True
             return faults, True

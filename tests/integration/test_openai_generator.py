@@ -156,6 +156,7 @@ def test_a_hang_past_the_timeout_is_retried(server: FakeLLMServer) -> None:
     assert result.questions == EXPECTED
     assert result.retries == 1
     assert server.calls_for(CHUNK.text) == 2
+    assert server.answered_per_chunk[chunk_key(CHUNK.text)] == 1
 
 
 def test_hanging_for_good_ends_in_a_transient_timeout_error(server: FakeLLMServer) -> None:
