@@ -1,0 +1,126 @@
+"""QueryAdapterTrainer on a small local DeepLake dataset, artifacts in a folder, and search."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import deeplake
+import numpy as np
+import pytest
+from deepmem.adapters.artifacts import LocalArtifactStore
+from deepmem.adapters.query_adapter import (
+    QueryAdapterTrainer,
+    dataset_embedding_model,
+    load_corpus,
+    search,
+)
+from deepmem.domain.errors import NotEnoughPairsError
+from deepmem.domain.models import TrainingPair, TrainingRun
+from deepmem.domain.status import RunStatus
+from deepmem.ports import JobState
+
+from tests.fakes.embedder_small import TableEmbedder
+
+DIM, CHUNKS = 24, 300
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, TableEmbedder, list[str]]:
+    """A dataset whose questions are a fixed linear distortion of their chunk's vector."""
+    rng = np.random.default_rng(11)
+    chunks = rng.normal(size=(CHUNKS, DIM))
+    chunks /= np.linalg.norm(chunks, axis=1, keepdims=True)
+    distortion = np.eye(DIM) + 2.0 * rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
+    questions = chunks @ distortion.T + 0.05 * rng.normal(size=(CHUNKS, DIM))
+    texts = [f"chunk {i} text" for i in range(CHUNKS)]
+    asked = [f"what about chunk {i}?" for i in range(CHUNKS)]
+    table = dict(zip(texts, chunks, strict=True)) | dict(zip(asked, questions, strict=True))
+    path = str(tmp_path_factory.mktemp("ds") / "dataset")
+    ds = deeplake.empty(path, overwrite=True, verbose=False)
+    with ds:
+        for name, htype in (("text", "text"), ("metadata", "json"), ("id", "text")):
+            ds.create_tensor(name, htype=htype)
+        ds.create_tensor("embedding", htype="embedding", dtype="float32")
+        ds.info.update(embedding_model="table-embedder")
+        ds.extend(
+            {
+                "text": texts,
+                "metadata": [{} for _ in texts],
+                "embedding": chunks.astype(np.float32),
+                "id": [f"id-{i}" for i in range(CHUNKS)],
+            }
+        )
+    return path, TableEmbedder(table), asked
+
+
+def _run() -> TrainingRun:
+    now = datetime.now(UTC)
+    return TrainingRun(
+        id=uuid4(), dataset="local", status=RunStatus.TRAINING, created_at=now, updated_at=now
+    )
+
+
+def _pairs(run: TrainingRun, asked: list[str], n: int) -> list[TrainingPair]:
+    now = datetime.now(UTC)
+    return [
+        TrainingPair(id=i, run_id=run.id, chunk_id=f"id-{i}", question=asked[i], created_at=now)
+        for i in range(n)
+    ]
+
+
+def test_trains_stores_and_reports_recall(
+    planted: tuple[str, TableEmbedder, list[str]], tmp_path: Path
+) -> None:
+    path, embedder, asked = planted
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    trainer = QueryAdapterTrainer(path, embedder, store)
+    run = _run()
+    pairs = [*_pairs(run, asked, CHUNKS), _pairs(run, ["what about chunk 0?"], 1)[0]]
+    pairs.append(pairs[0].model_copy(update={"chunk_id": "not-in-dataset"}))
+
+    job_id = trainer.submit(run, pairs)
+
+    assert job_id == f"adapter-{run.id}-1"
+    status = trainer.check(job_id)
+    assert status.state is JobState.COMPLETED
+    metrics = status.metrics
+    assert metrics["pairs_dropped"] == 1 and metrics["heldout_questions"] == 60
+    assert metrics["recall_after"]["recall@1"] > metrics["recall_before"]["recall@1"] + 0.3
+    artifact = store.load(job_id)
+    assert artifact.dimension == DIM and artifact.embedding_model == "table-embedder"
+    assert artifact.run_id == str(run.id)
+
+    # A retried submit of the same attempt finds the artifact and trains nothing.
+    calls = embedder.calls
+    assert trainer.submit(run, pairs) == job_id
+    assert embedder.calls == calls
+
+    # Search with the adapter finds a distorted question's chunk; without it, less often.
+    corpus = load_corpus(path)
+    hits = search(asked[7], embedder=embedder, corpus=corpus, adapter=artifact.matrix, k=3)
+    assert hits[0].id == "id-7" and hits[0].text == "chunk 7 text"
+    assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
+
+    def found(adapter: np.ndarray | None) -> int:
+        return sum(
+            search(asked[i], embedder=embedder, corpus=corpus, adapter=adapter, k=1)[0].id
+            == f"id-{i}"
+            for i in range(40)
+        )
+
+    assert found(artifact.matrix) > found(None) + 10
+    assert dataset_embedding_model(path) == "table-embedder"
+
+
+def test_refuses_too_few_pairs_and_reports_a_missing_artifact_as_failed(
+    planted: tuple[str, TableEmbedder, list[str]], tmp_path: Path
+) -> None:
+    path, embedder, asked = planted
+    trainer = QueryAdapterTrainer(path, embedder, LocalArtifactStore(tmp_path))
+    run = _run()
+    with pytest.raises(NotEnoughPairsError, match="got 5 from 5 pairs"):
+        trainer.submit(run, _pairs(run, asked, 5))
+    status = trainer.check(f"adapter-{run.id}-1")
+    assert status.state is JobState.FAILED and "never completed" in (status.error or "")
