@@ -147,3 +147,17 @@ def test_over_the_stdlib_corpus_every_question_is_valid_and_chunks_get_questions
         empty += not questions
     assert len(docs) == 300
     assert empty == 0  # every stdlib docstring has at least 20 words and a title
+
+
+def test_key_phrases_keep_their_article_case_and_number() -> None:
+    assert _questions(BOUNDARY) == [
+        "What is the boundary layer?",
+        "What is the Prandtl number?",  # a proper noun mid-sentence keeps its capital
+        "What is critical Reynolds number?",
+    ]
+    chunk = Chunk(
+        id="plural",
+        text="Parsers read the configuration. Configuration files hold named sections, "
+        "and named sections hold options with values.",
+    )
+    assert "What are named sections?" in _questions(chunk, 3)

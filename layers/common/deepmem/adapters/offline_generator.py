@@ -296,7 +296,7 @@ class OfflineQuestionGenerator:
                 candidates.append(
                     (_question(f"What does the {title} documentation say about {asked}"), phrase)
                 )
-            candidates.append((_question(f"What is {asked}"), phrase))
+            candidates.append((_question(f"What {_be(phrase)} {asked}"), phrase))
             candidates.append((_question(f"What should I know about {asked}"), phrase))
         return candidates
 
@@ -308,15 +308,18 @@ class OfflineQuestionGenerator:
         ranked: list[tuple[float, int, str]] = []
         run: list[str] = []
         after_determiner = False
-        previous = ""
+        previous = previous_run_word = ""
         tokens = [*_TOKEN.findall(sentence), ""]
         for position, word in enumerate(tokens):
-            if word and _content(word) and word.lower() not in _NOT_NOUNS:
+            # After a plural noun a lower-case word is most likely the verb ("files hold").
+            verb_after_plural = bool(run) and _plural(run[-1]) and word.islower()
+            if word and _content(word) and word.lower() not in _NOT_NOUNS and not verb_after_plural:
                 if not run and word.lower() in _IMPERATIVES:
                     previous = word
                     continue  # "parse AIFF files" is an action, not a thing
                 if not run:
                     after_determiner = previous.lower() in _DETERMINERS
+                    previous_run_word = previous
                 run.append(word)
                 previous = word
                 continue
@@ -330,8 +333,11 @@ class OfflineQuestionGenerator:
                     score = sum(weights[w.lower()] for w in piece) + 0.5 * len(piece)
                     if start == 0 and after_determiner:
                         score += 1.0
+                    text = " ".join(piece)
+                    if start == 0 and previous_run_word.lower() == "the":
+                        text = f"the {text}"  # "What is the Prandtl number?"
                     if best is None or score > best[0]:
-                        best = (score, position, " ".join(piece))
+                        best = (score, position, text)
             if best is not None and _good_phrase(best[2], weights):
                 ranked.append(best)
             run = []
@@ -340,11 +346,25 @@ class OfflineQuestionGenerator:
 
 
 def _good_phrase(phrase: str, weights: Counter[str]) -> bool:
-    words = phrase.split()
+    words = _topic(phrase).split()
     if max(len(w) for w in words) < 4:
         return False
     # One word said once ("true") is no topic.
-    return len(words) > 1 or weights[phrase.lower()] >= 2
+    return len(words) > 1 or weights[words[0].lower()] >= 2
+
+
+def _plural(word: str) -> bool:
+    return (
+        len(word) > 3
+        and word.islower()
+        and word.endswith("s")
+        and not word.endswith(("ss", "us", "is", "'s"))
+    )
+
+
+def _be(phrase: str) -> str:
+    """ "are" for a plural-looking phrase ("ArgumentParser objects"), else "is"."""
+    return "are" if _plural(phrase.rsplit(maxsplit=1)[-1]) else "is"
 
 
 def _topic(subject: str) -> str:
