@@ -70,6 +70,7 @@ _BAD_SUBJECT_START = (
         since so but and or as such other another most many much"""
     )
 )
+_SUBJECT_GLUE = _vocabulary("the a an of for and in on to with")
 _DETERMINERS = _vocabulary("the a an of for to each every its their your this")
 _IMPERATIVES = _vocabulary(
     """return create convert parse build compute generate read write open close load save
@@ -379,10 +380,12 @@ def _good_subject(subject: str) -> bool:
     words = subject.split()
     if not words or len(words) > MAX_PHRASE_WORDS:
         return False
-    if words[0].lower() in _BAD_SUBJECT_START:
-        return False
+    if words[0].lower() in _BAD_SUBJECT_START or words[0].lower() in _IMPERATIVES:
+        return False  # "Return True if ..." is an instruction, not a subject
     if any(w.lower() in _PRONOUNS or w.lower() in _NOT_NOUNS for w in words[1:]):
         return False  # "the value of this exception": "this" points outside the sentence
+    if any(w.lower() in STOPWORDS and w.lower() not in _SUBJECT_GLUE for w in words[1:]):
+        return False  # "the platform if ...": a clause, not a noun phrase
     return any(_content(w) for w in words)
 
 
