@@ -6,6 +6,12 @@
 - `GET /api/deepmemory/v1/{org}/{dataset}/jobs`: the dataset's jobs with their current status.
 - `POST /api/deepmemory/v1/train`: registers a job (script given by `next_script`) and answers
   `{"job_id": ...}` like the library's `start_taining` expects.
+
+With `storage_root` set it also plays what deeplake 3.9's own `VectorStore(hub://...)` and
+`deep_memory.train()` call, so the real library runs against it: the user profile, the
+Deep Memory feature flag, dataset credentials (answering a *local* path under `storage_root`
+for `hub://<org>/<name>`, which the library then opens as a local dataset), dataset creation
+and usage events.
 Requests without `Authorization: Bearer <token>` get 401. Every request is recorded.
 """
 
@@ -21,6 +27,8 @@ from typing import Any
 
 _STATUS = re.compile(r"^/api/deepmemory/v1/jobs/([^/]+)/status$")
 _JOBS = re.compile(r"^/api/deepmemory/v1/(.+)/jobs$")
+_FEATURE = re.compile(r"^/api/organizations/([^/]+)/features/deepmemory$")
+_CREDS = re.compile(r"^/api/org/([^/]+)/ds/([^/]+)/creds$")
 
 
 def job_step(status: str, **progress: Any) -> dict[str, Any]:
@@ -80,6 +88,11 @@ class FakeActiveloop:
     requests: list[Recorded] = field(default_factory=list)
     next_script: list[dict[str, Any]] = field(default_factory=training_script)
     fail_with: int | None = None  # answer every request with this status code
+    storage_root: str | None = None  # where hub://<org>/<name> datasets live (a local folder)
+    organization: str = "org"
+    deep_memory_available: bool = True
+    stall_paths: tuple[str, ...] = ()  # GETs under these prefixes hang until `release`
+    release: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -126,7 +139,18 @@ class FakeActiveloop:
             def do_GET(self) -> None:
                 if not self._record():
                     return
-                if match := _STATUS.match(self.path):
+                path = self.path.split("?")[0]
+                if path.startswith(fake.stall_paths or ("\0",)):
+                    fake.release.wait(30)  # a backend that accepted the call and went silent
+                if path == "/api/user/profile":
+                    org = fake.organization
+                    self._send(200, {"_id": org, "name": org, "organizations": [org]})
+                elif _FEATURE.match(path):
+                    self._send(200, {"available": fake.deep_memory_available})
+                elif (match := _CREDS.match(path)) and fake.storage_root is not None:
+                    local = f"{fake.storage_root}/{match.group(2)}"
+                    self._send(200, {"path": local, "creds": {}, "mode": "w", "repository": None})
+                elif match := _STATUS.match(self.path):
                     with fake._lock:
                         job = fake.jobs.get(match.group(1))
                         if job is None:
@@ -151,7 +175,9 @@ class FakeActiveloop:
                 body = json.loads(self.rfile.read(length) or b"null")
                 if not self._record(body):
                     return
-                if self.path == "/api/deepmemory/v1/train":
+                if self.path in ("/api/dataset/create", "/api/event"):
+                    self._send(200, {})
+                elif self.path == "/api/deepmemory/v1/train":
                     corpus = str((body or {}).get("corpus_dataset", ""))
                     job_id = fake.add_job(list(fake.next_script), corpus.removeprefix("hub://"))
                     self._send(200, {"job_id": job_id})
@@ -159,10 +185,13 @@ class FakeActiveloop:
                     self._send(404, {"description": f"no route {self.path}"})
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
+        self.release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

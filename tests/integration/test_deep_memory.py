@@ -1,9 +1,8 @@
-"""Deep Memory adapter against a loopback server that plays Activeloop's job endpoints.
+"""Deep Memory adapter against a loopback server that plays Activeloop's endpoints.
 
-The library's own `train()` needs Activeloop's dataset storage and managed tensor database
-(`<dataset>_queries` is created there), which cannot be played here: submit is exercised
-through the adapter's train-function seam (the fake function posts to the loopback server's
-`/train` like the library's client does); job status is read over real HTTP from the server.
+Job status is always read over real HTTP from the server. Submit is exercised twice over:
+through the adapter's train-function seam (fast, for the error and deadline paths), and with
+deeplake 3.9's real `VectorStore(...).deep_memory.train()` (the last tests of this file).
 """
 
 from __future__ import annotations
@@ -13,10 +12,14 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import deeplake
 import httpx
+import jwt
+import numpy as np
 import pytest
 from deepmem.adapters.deep_memory import DeepMemoryTrainer, Relevance, build_training_data
 from deepmem.domain.errors import NotEnoughPairsError, TrainingError, TransientTrainingError
@@ -198,3 +201,104 @@ def test_repeated_questions_become_one_query_with_every_chunk() -> None:
         TrainingPair(id=3, run_id=run.id, chunk_id="a", question="q?", created_at=now),
     ]
     assert build_training_data(pairs) == (["q?"], [[("a", 1), ("b", 1)]])
+
+
+# --- the real deeplake 3.9 train() against the loopback service --------------------------------
+#
+# The fake answers the library's own calls (profile, feature flag, dataset credentials) and maps
+# hub://org/<name> to a local folder, so `VectorStore(...).deep_memory.train()` runs for real:
+# it writes `<dataset>_queries` and posts the job, and nothing leaves loopback.
+
+
+class ConstantEmbedder:
+    model_name = "constant"
+    dimension = 4
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0, 0.0, 0.0] for _ in texts]
+
+
+JWT = jwt.encode({"id": "org", "exp": 4102444800}, "not-a-real-secret-but-long-enough", "HS256")
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeActiveloop]:
+    import deeplake.client.client as library_client
+
+    # The adapter points the library at its api_url; put the library back afterwards.
+    monkeypatch.setattr(library_client, "HUB_REST_ENDPOINT", library_client.HUB_REST_ENDPOINT)
+    monkeypatch.setattr(library_client, "requests", library_client.requests)
+    corpus = deeplake.empty(str(tmp_path / "ds"), overwrite=True, verbose=False)
+    with corpus:
+        for name, htype in (("text", "text"), ("metadata", "json"), ("id", "text")):
+            corpus.create_tensor(name, htype=htype)
+        corpus.create_tensor("embedding", htype="embedding", dtype="float32")
+        corpus.extend(
+            {
+                "text": [f"chunk {i}" for i in range(12)],
+                "metadata": [{} for _ in range(12)],
+                "id": [f"c{i}" for i in range(12)],
+                "embedding": np.eye(12, 4, dtype=np.float32),
+            }
+        )
+    server = FakeActiveloop(token=JWT, storage_root=str(tmp_path))
+    with server, loopback_only() as refused:
+        yield server
+        assert refused == [], "a call left loopback"
+
+
+def _library_trainer(hub: FakeActiveloop, **kwargs: Any) -> DeepMemoryTrainer:
+    return DeepMemoryTrainer(
+        DATASET, hub.token, ConstantEmbedder(), api_url=hub.url, status_timeout=5, **kwargs
+    )
+
+
+def test_library_train_writes_the_queries_dataset_and_starts_the_job(
+    hub: FakeActiveloop, tmp_path: Path
+) -> None:
+    run = _run()
+    trainer = _library_trainer(hub, submit_timeout=60)
+
+    job_id = trainer.submit(run, _pairs(run))
+
+    train_posts = [r for r in hub.requests if r.path == "/api/deepmemory/v1/train"]
+    assert [r.body for r in train_posts] == [
+        {"corpus_dataset": DATASET, "query_dataset": f"{DATASET}_queries"}
+    ]
+    queries = deeplake.load(str(tmp_path / "ds_queries"), read_only=True, verbose=False)
+    assert len(queries) == 12
+    assert queries.metadata[3].data()["value"] == {"relevance": [["c3", 1]]}
+    states = [trainer.check(job_id).state for _ in range(3)]
+    assert states == [JobState.PENDING, JobState.TRAINING, JobState.COMPLETED]
+
+    # What the module doc warns about: a second train() replaces <dataset>_queries wholesale.
+    fewer = _pairs(run, 10)
+    hub.jobs.clear()  # (else submit would wait for the first job: it is "completed" here anyway)
+    trainer.submit(run, fewer)
+    queries = deeplake.load(str(tmp_path / "ds_queries"), read_only=True, verbose=False)
+    assert len(queries) == 10
+
+
+def test_library_refusal_of_deep_memory_is_a_permanent_error(hub: FakeActiveloop) -> None:
+    hub.deep_memory_available = False
+    run = _run()
+    with pytest.raises(TrainingError, match="not available") as info:
+        _library_trainer(hub, submit_timeout=60).submit(run, _pairs(run))
+    assert not isinstance(info.value, TransientTrainingError)
+
+
+def test_library_call_to_a_silent_backend_is_cut_at_the_deadline(hub: FakeActiveloop) -> None:
+    hub.stall_paths = ("/api/user/profile",)
+    run = _run()
+    started = time.monotonic()
+    with pytest.raises(TransientTrainingError, match="did not answer"):
+        _library_trainer(hub, submit_timeout=1).submit(run, _pairs(run))
+    assert time.monotonic() - started < 10
+
+    # The abandoned worker does not go on: once the backend answers, its next call is refused
+    # (deeplake would otherwise retry a refused connection forever, in a tight loop).
+    worker = next(t for t in threading.enumerate() if t.name == "deepmem-Deep Memory train")
+    hub.release.set()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert not any(r.path.startswith("/api/org/") for r in hub.requests)

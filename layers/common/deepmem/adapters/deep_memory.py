@@ -57,13 +57,19 @@ _ACTIVE = frozenset({JobState.PENDING, JobState.TRAINING})
 _BEST_RECALL = re.compile(r"^\s*([\d.]+)%\s*\(([+-]?[\d.]+)\)?%?\)?\s*$")
 
 
+_worker = threading.local()
+
+
 def call_with_deadline[T](fn: Callable[[], T], timeout: float, what: str) -> T:
     """Run `fn` in a daemon thread; raise TransientTrainingError if it has not returned in
-    `timeout` seconds. The thread is abandoned, not killed (Python cannot kill threads)."""
+    `timeout` seconds. Python cannot kill a thread: past the deadline the thread is marked
+    cancelled (see `_GuardedRequests`) and abandoned; as a daemon it never blocks exit."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
+    cancel = threading.Event()
 
     def run() -> None:
+        _worker.cancel = cancel
         try:
             outcome["value"] = fn()
         except BaseException as exc:
@@ -73,10 +79,34 @@ def call_with_deadline[T](fn: Callable[[], T], timeout: float, what: str) -> T:
 
     threading.Thread(target=run, name=f"deepmem-{what}", daemon=True).start()
     if not done.wait(timeout):
+        cancel.set()
         raise TransientTrainingError(f"{what} did not answer within {timeout:g} s")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _cancelled() -> bool:
+    cancel = getattr(_worker, "cancel", None)
+    return cancel is not None and cancel.is_set()
+
+
+class _GuardedRequests:
+    """Stands in for `requests` inside deeplake's REST client, whose `request()` retries a
+    connection error forever in a tight loop. A worker abandoned at its deadline would spin
+    (and might start a job long after we gave up); here its next request raises instead, an
+    error the library does not catch, so the thread unwinds."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        if _cancelled():
+            raise TransientTrainingError("Deep Memory call abandoned after its deadline")
+        return self._inner.request(*args, **kwargs)
 
 
 def build_training_data(pairs: Sequence[TrainingPair]) -> tuple[list[str], Relevance]:
@@ -128,8 +158,20 @@ def completed_metrics(progress: dict[str, Any], job_id: str) -> dict[str, Any]:
     return metrics
 
 
+def point_library_at(api_url: str | None) -> None:
+    """Make deeplake's own REST client use `api_url` (it has no parameter for it, only this
+    module global), so the library and our status calls talk to one backend: Activeloop's,
+    a staging one, or a loopback fake in tests. Also guard its requests (`_GuardedRequests`)."""
+    import deeplake.client.client as library_client
+
+    if api_url is not None:
+        library_client.HUB_REST_ENDPOINT = api_url.rstrip("/")
+    if not isinstance(library_client.requests, _GuardedRequests):
+        library_client.requests = _GuardedRequests(library_client.requests)
+
+
 def deeplake_train_function(
-    dataset_path: str, token: str | None, embedder: Embedder
+    dataset_path: str, token: str | None, embedder: Embedder, api_url: str | None = None
 ) -> TrainFunction:
     """The real thing: `VectorStore(path).deep_memory.train(...)` with our embedder."""
 
@@ -142,6 +184,7 @@ def deeplake_train_function(
     def train(queries: list[str], relevance: Relevance) -> str:
         from deeplake.core.vectorstore import VectorStore
 
+        point_library_at(api_url)
         # read_only: train() writes only `<dataset>_queries`, never the corpus.
         store = VectorStore(path=dataset_path, token=token, read_only=True, verbose=False)
         return str(
@@ -206,7 +249,7 @@ class DeepMemoryTrainer:
         if train_function is None:
             if embedder is None:
                 raise ValueError("Deep Memory needs an embedder (or an injected train function)")
-            train_function = deeplake_train_function(dataset_path, token, embedder)
+            train_function = deeplake_train_function(dataset_path, token, embedder, api_url)
         self.dataset_path = dataset_path
         self.token = token
         self.api_url = api_url.rstrip("/")
