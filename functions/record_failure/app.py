@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deepmem.config import load_config
@@ -27,7 +27,6 @@ from pydantic import ValidationError
 
 logger = Logger(service="deepmem")
 tracer = Tracer(service="deepmem")
-metrics = Metrics(service="deepmem")
 
 
 def _store() -> RunStore:
@@ -75,7 +74,6 @@ def handle(event: dict[str, Any], store: RunStore, state_machine_arn: str | None
     return outcome.as_dict()
 
 
-@metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
