@@ -11,11 +11,12 @@ from uuid import UUID, uuid4
 import pytest
 from deepmem.domain.errors import (
     BlockingRunExistsError,
+    InvalidSettingsError,
     RunNotCancellableError,
     RunNotProceedableError,
     WorkflowError,
 )
-from deepmem.domain.models import Settings, TrainerKind
+from deepmem.domain.models import Settings, SettingsUpdate, TrainerKind
 from deepmem.domain.status import RunStatus
 from deepmem.services.runs import RunService, effective_trainer
 
@@ -121,7 +122,15 @@ def test_cancel_needs_an_active_run(service, store) -> None:
         (TrainerKind.AUTO, "/data/kb", TrainerKind.QUERY_ADAPTER),
         (TrainerKind.QUERY_ADAPTER, "hub://org/kb", TrainerKind.QUERY_ADAPTER),
         (TrainerKind.DEEP_MEMORY, "hub://org/kb", TrainerKind.DEEP_MEMORY),
+        (TrainerKind.DEEP_MEMORY, "/data/kb", None),
     ],
 )
 def test_effective_trainer(setting, dataset, expected) -> None:
     assert effective_trainer(Settings(trainer=setting), dataset) is expected
+
+
+def test_deep_memory_cannot_be_chosen_for_a_local_dataset(service, store) -> None:
+    with pytest.raises(InvalidSettingsError):
+        service.update_settings(SettingsUpdate(trainer=TrainerKind.DEEP_MEMORY))
+
+    assert store.get_settings().trainer is TrainerKind.AUTO

@@ -54,7 +54,7 @@ def build_run_service() -> RunService:
 
     config = wiring.load_config()
     return RunService(
-        store=wiring.build_run_store(config),
+        store=wiring.shared_run_store(config),
         workflow=wiring.build_workflow(config),
         dataset=config.dataset_path,
     )

@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 
 from deepmem.domain.errors import (
     BlockingRunExistsError,
+    InvalidSettingsError,
     InvalidTransitionError,
     RunNotFoundError,
     SettingsLockedError,
@@ -56,6 +57,10 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
     @app.exception_handler(RequestValidationError)
     def _invalid_request(exc: RequestValidationError) -> Response[Any]:
         return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, _validation_detail(exc))
+
+    @app.exception_handler(InvalidSettingsError)
+    def _invalid_settings(exc: InvalidSettingsError) -> Response[Any]:
+        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
 
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response[Any]:

@@ -134,7 +134,10 @@ class SettingsOut(BaseModel):
     blocking_run_id: UUID | None
     blocking_run_status: RunStatus | None
     is_cloud: bool
-    effective_trainer: TrainerKind = Field(description="the trainer the next training will use")
+    effective_trainer: TrainerKind | None = Field(
+        description="the trainer the next training will use; null when the `trainer` setting "
+        "cannot be honoured on this dataset"
+    )
 
     @classmethod
     def of(cls, view: SettingsView) -> SettingsOut:

@@ -67,6 +67,10 @@ class SettingsLockedError(DeepmemError):
         self.blocking_run_status = str(status)
 
 
+class InvalidSettingsError(DeepmemError):
+    """Settings that validate alone but cannot work here (Deep Memory on a local dataset)."""
+
+
 class StoreError(DeepmemError):
     """The run store could not be reached or answered unexpectedly."""
 

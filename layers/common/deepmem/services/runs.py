@@ -13,10 +13,12 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from deepmem.domain.errors import (
+    InvalidSettingsError,
     InvalidTransitionError,
     RunNotCancellableError,
     RunNotProceedableError,
     SettingsLockedError,
+    TrainingError,
     WorkflowError,
 )
 from deepmem.domain.models import (
@@ -37,6 +39,7 @@ from deepmem.domain.status import (
     phase_of,
 )
 from deepmem.ports import Execution, ExecutionState, RunStore, Workflow, execution_name
+from deepmem.services.training import choose_trainer
 
 CANCELLED = "cancelled"
 
@@ -59,19 +62,20 @@ class SettingsView(BaseModel):
     blocking_run_id: UUID | None
     blocking_run_status: RunStatus | None
     is_cloud: bool
-    effective_trainer: TrainerKind
+    effective_trainer: TrainerKind | None
 
 
 def is_cloud_dataset(dataset: str) -> bool:
     return dataset.startswith("hub://")
 
 
-def effective_trainer(settings: Settings, dataset: str) -> TrainerKind:
-    """Deep Memory exists only for `hub://` datasets: `auto` picks it there, the adapter
-    elsewhere."""
-    if settings.trainer is not TrainerKind.AUTO:
-        return settings.trainer
-    return TrainerKind.DEEP_MEMORY if is_cloud_dataset(dataset) else TrainerKind.QUERY_ADAPTER
+def effective_trainer(settings: Settings, dataset: str) -> TrainerKind | None:
+    """The trainer the next training will use (the train task's own choice), or None when the
+    setting cannot be honoured on this dataset (Deep Memory exists only for `hub://`)."""
+    try:
+        return choose_trainer(settings.trainer, dataset)
+    except TrainingError:
+        return None
 
 
 class RunService:
@@ -181,8 +185,13 @@ class RunService:
         blocking = self.store.find_blocking_run()
         if blocking is not None and blocking.status in ACTIVE_STATUSES:
             raise SettingsLockedError(blocking.id, blocking.status)
-        current = self.store.get_settings()
-        return self._view(self.store.update_settings(update.apply_to(current)))
+        settings = update.apply_to(self.store.get_settings())
+        if effective_trainer(settings, self.dataset) is None:
+            raise InvalidSettingsError(
+                f"trainer '{settings.trainer}' is not available for dataset {self.dataset!r}: "
+                "Deep Memory needs a hub:// dataset"
+            )
+        return self._view(self.store.update_settings(settings))
 
     def _view(self, settings: Settings) -> SettingsView:
         blocking = self.store.find_blocking_run()
