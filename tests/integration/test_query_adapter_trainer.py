@@ -13,6 +13,7 @@ from deepmem.adapters.artifacts import LocalArtifactStore
 from deepmem.adapters.query_adapter import (
     QueryAdapterTrainer,
     dataset_embedding_model,
+    evaluate_queries,
     load_corpus,
     search,
 )
@@ -124,3 +125,21 @@ def test_refuses_too_few_pairs_and_reports_a_missing_artifact_as_failed(
         trainer.submit(run, _pairs(run, asked, 5))
     status = trainer.check(f"adapter-{run.id}-1")
     assert status.state is JobState.FAILED and "never completed" in (status.error or "")
+
+
+def test_evaluate_queries_with_and_without_the_adapter(
+    planted: tuple[str, TableEmbedder, list[str]], tmp_path: Path
+) -> None:
+    path, embedder, asked = planted
+    store = LocalArtifactStore(tmp_path)
+    trainer = QueryAdapterTrainer(path, embedder, store)
+    run = _run()
+    matrix = store.load(trainer.submit(run, _pairs(run, asked, CHUNKS))).matrix
+    corpus = load_corpus(path)
+    judged = [[f"id-{i}"] for i in range(50)] + [["gone"]]
+
+    report = evaluate_queries(corpus, embedder, asked[:51], judged, adapter=matrix)
+
+    assert report["queries"] == 50 and report["skipped"] == 1
+    assert report["adapter"]["recall@1"] > report["base"]["recall@1"] + 0.3
+    assert report["relative_gain"]["recall@1"] > 0

@@ -531,3 +531,37 @@ def dataset_embedding_model(path: str, token: str | None = None) -> str | None:
     info = _load_dataset(path, token).info
     model = info.get("embedding_model") if hasattr(info, "get") else None
     return str(model) if model else None
+
+
+def evaluate_queries(
+    corpus: Corpus,
+    embedder: Embedder,
+    queries: Sequence[str],
+    relevant_ids: Sequence[Sequence[str]],
+    *,
+    adapter: np.ndarray | None = None,
+    ks: Sequence[int] = RECALL_KS,
+) -> dict[str, Any]:
+    """recall@k of `queries` against their judged chunk ids, with and without the adapter
+    (for `deepmem eval`). Queries whose judged chunks are all missing from the dataset are
+    skipped and counted."""
+    kept: list[int] = []
+    positives: list[list[int]] = []
+    for i, ids in enumerate(relevant_ids):
+        rows = sorted({corpus.index[c] for c in ids if c in corpus.index})
+        if rows:
+            kept.append(i)
+            positives.append(rows)
+    if not kept:
+        raise DatasetError("none of the judged chunk ids is in the dataset")
+    vectors = embed_questions(embedder, [queries[i] for i in kept])
+    result: dict[str, Any] = {
+        "queries": len(kept),
+        "skipped": len(queries) - len(kept),
+        "base": recall_at_k(vectors, positives, corpus.embeddings, ks),
+    }
+    if adapter is not None:
+        adapted = recall_at_k(apply_adapter(adapter, vectors), positives, corpus.embeddings, ks)
+        result["adapter"] = adapted
+        result["relative_gain"] = {k: relative_gain(result["base"][k], adapted[k]) for k in adapted}
+    return result
