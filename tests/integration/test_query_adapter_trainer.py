@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
-import deeplake
 import numpy as np
 import pytest
 from deepmem.adapters.artifacts import LocalArtifactStore
@@ -22,7 +21,7 @@ from deepmem.domain.models import TrainingPair, TrainingRun
 from deepmem.domain.status import RunStatus
 from deepmem.ports import JobState
 
-from tests.fakes.embedder_small import TableEmbedder
+from tests.fakes.embedder_small import TableEmbedder, write_planted_dataset
 
 DIM, CHUNKS = 24, 300
 
@@ -30,30 +29,9 @@ DIM, CHUNKS = 24, 300
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, TableEmbedder, list[str]]:
     """A dataset whose questions are a fixed linear distortion of their chunk's vector."""
-    rng = np.random.default_rng(11)
-    chunks = rng.normal(size=(CHUNKS, DIM))
-    chunks /= np.linalg.norm(chunks, axis=1, keepdims=True)
-    distortion = np.eye(DIM) + 2.0 * rng.normal(size=(DIM, DIM)) / np.sqrt(DIM)
-    questions = chunks @ distortion.T + 0.05 * rng.normal(size=(CHUNKS, DIM))
-    texts = [f"chunk {i} text" for i in range(CHUNKS)]
-    asked = [f"what about chunk {i}?" for i in range(CHUNKS)]
-    table = dict(zip(texts, chunks, strict=True)) | dict(zip(asked, questions, strict=True))
     path = str(tmp_path_factory.mktemp("ds") / "dataset")
-    ds = deeplake.empty(path, overwrite=True, verbose=False)
-    with ds:
-        for name, htype in (("text", "text"), ("metadata", "json"), ("id", "text")):
-            ds.create_tensor(name, htype=htype)
-        ds.create_tensor("embedding", htype="embedding", dtype="float32")
-        ds.info.update(embedding_model="table-embedder")
-        ds.extend(
-            {
-                "text": texts,
-                "metadata": [{} for _ in texts],
-                "embedding": chunks.astype(np.float32),
-                "id": [f"id-{i}" for i in range(CHUNKS)],
-            }
-        )
-    return path, TableEmbedder(table), asked
+    embedder, asked = write_planted_dataset(path, chunks=CHUNKS, dim=DIM)
+    return path, embedder, asked
 
 
 def _run() -> TrainingRun:
