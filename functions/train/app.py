@@ -17,6 +17,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deepmem.config import load_config
+from deepmem.ports import JobState
 from deepmem.services.training import TrainingService
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -66,7 +67,7 @@ def handle(event: dict[str, Any], service: TrainingService) -> dict[str, Any]:
         "training job checked",
         extra={"job_id": step.job_id, "state": step.state.value, "wait_seconds": step.wait_seconds},
     )
-    if step.metrics:
+    if step.state is JobState.COMPLETED and not step.reused:
         logger.info("training completed", extra={"metrics": step.metrics})
         metrics.add_metric(name="TrainingJobsCompleted", unit=MetricUnit.Count, value=1)
     return step.as_dict()

@@ -327,10 +327,15 @@ class Corpus:
     ids: list[str]
     embeddings: np.ndarray  # (n, d), L2-normalised
     index: dict[str, int]
+    dataset: Any = field(default=None, repr=False, compare=False)  # open, for text reads
 
     @property
     def dimension(self) -> int:
         return int(self.embeddings.shape[1])
+
+    def texts(self, rows: Sequence[int], token: str | None = None) -> list[str]:
+        ds = self.dataset if self.dataset is not None else _load_dataset(self.path, token)
+        return [str(ds["text"][row].data()["value"]) for row in rows]
 
 
 def _load_dataset(path: str, token: str | None) -> Any:
@@ -363,6 +368,7 @@ def load_corpus(path: str, token: str | None = None, dataset: Any | None = None)
         ids=ids,
         embeddings=normalize(embeddings),
         index={chunk_id: row for row, chunk_id in enumerate(ids)},
+        dataset=ds,
     )
 
 
@@ -400,8 +406,7 @@ def search(
     vector = apply_adapter(adapter, query) if adapter is not None else normalize(query)
     rows = top_k(vector, corpus.embeddings, k)[0].tolist()
     scores = (corpus.embeddings[rows] @ vector[0]).tolist()
-    ds = _load_dataset(corpus.path, token)
-    texts = [str(ds["text"][row].data()["value"]) for row in rows]
+    texts = corpus.texts(rows, token)
     return [
         SearchHit(id=corpus.ids[row], text=text, score=float(score))
         for row, text, score in zip(rows, texts, scores, strict=True)

@@ -153,7 +153,7 @@ class TrainingService:
         if run.status is RunStatus.COMPLETED and run.deeplake_job_id == job_id:
             # A retried check after the transition went through: nothing left to do.
             return TrainingStep(
-                run.id, job_id, JobState.COMPLETED, 0, next_poll, metrics=run.metrics
+                run.id, job_id, JobState.COMPLETED, 0, next_poll, reused=True, metrics=run.metrics
             )
         if run.status is not RunStatus.TRAINING:
             raise InvalidTransitionError(run_id, run.status, RunStatus.COMPLETED)
