@@ -22,6 +22,7 @@ import boto3
 import moto
 import pytest
 from deepmem.adapters.local_workflow import (
+    DEFINITION_PATH,
     VERIFIED_MOTO_VERSION,
     LocalLambdaContext,
     LocalWorkflow,
@@ -476,3 +477,88 @@ def test_the_context_counts_down() -> None:
     first = context.get_remaining_time_in_millis()
     time.sleep(0.02)
     assert 0 < context.get_remaining_time_in_millis() < first <= 2000
+
+
+def test_one_local_workflow_at_a_time(workflow: LocalWorkflow, script: Script) -> None:
+    from deepmem.domain.errors import WorkflowError
+
+    with pytest.raises(WorkflowError, match="another LocalWorkflow"):
+        LocalWorkflow({"RecordFailureFunction": script.record})
+
+
+def test_closing_stops_what_still_runs_and_the_run_is_left_failed(script: Script) -> None:
+    script.gate = threading.Event()
+    wf = LocalWorkflow(
+        {
+            "GenerateBatchFunction": script.generate,
+            "TrainFunction": script.train,
+            "RecordFailureFunction": script.record,
+        }
+    )
+    run = generating_run(script)
+    wf.start(run.id, Phase.GENERATING, run.attempt)
+    assert script.entered.wait(10)
+    threading.Timer(0.2, script.gate.set).start()
+
+    wf.close()
+
+    assert script.actions() == ["plan"]
+    failed = script.store.get_run(run.id)
+    assert failed.status is RunStatus.GENERATING_FAILED
+    assert failed.error_message == "cancelled"
+    # the mock and the patches are gone with it: another one can open
+    LocalWorkflow(
+        {
+            "GenerateBatchFunction": script.generate,
+            "TrainFunction": script.train,
+            "RecordFailureFunction": script.record,
+        }
+    ).close()
+
+
+def test_an_execution_that_times_out_is_failed_by_the_safety_net(
+    tmp_path: Path, script: Script
+) -> None:
+    definition = json.loads(DEFINITION_PATH.read_text())
+    definition["TimeoutSeconds"] = 1
+    path = tmp_path / "training.asl.json"
+    path.write_text(json.dumps(definition))
+    script.gate = threading.Event()
+    with LocalWorkflow(
+        {
+            "GenerateBatchFunction": script.generate,
+            "TrainFunction": script.train,
+            "RecordFailureFunction": script.record,
+        },
+        definition_path=path,
+    ) as wf:
+        run = generating_run(script)
+        wf.start(run.id, Phase.GENERATING, run.attempt)
+        execution = wf.wait(run.id, Phase.GENERATING, run.attempt, timeout=20)
+        script.gate.set()
+
+    assert execution.state is ExecutionState.TIMED_OUT
+    failed = script.store.get_run(run.id)
+    assert failed.status is RunStatus.GENERATING_FAILED
+    assert failed.error_message == "timed out"
+
+
+def test_a_result_that_is_not_json_fails_like_lambda_does(
+    workflow: LocalWorkflow, script: Script
+) -> None:
+    run = training_run(script)
+    original = script.train
+
+    def train(event: dict[str, Any], context: Any) -> Any:
+        result = original(event, context)
+        return {**result, "job": object()} if event["action"] == "submit" else result
+
+    script.train = train  # type: ignore[method-assign]
+    # the workflow holds the bound method it was given: swap through the handler table
+    workflow._handlers["TrainFunction"] = train
+
+    execution = run_phase(workflow, run, Phase.TRAINING)
+
+    assert execution.state is ExecutionState.FAILED
+    assert execution.error == "Runtime.MarshalError"
+    assert script.store.get_run(run.id).status is RunStatus.TRAINING_FAILED

@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 import threading
 import time
@@ -66,7 +67,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from unittest import mock
 from uuid import UUID
 
@@ -102,6 +103,7 @@ Handler = Callable[[dict[str, Any], Any], Any]
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
 _ACCOUNT_ID = "123456789012"
+_INTERPRETER_LOGGER = "moto.stepfunctions.parser.asl.component.eval_component"
 
 
 @dataclass
@@ -134,10 +136,16 @@ def placeholders(definition: str) -> set[str]:
 class LocalWorkflow:
     """`deepmem.ports.Workflow` on moto's interpreter with in-process handlers.
 
+    While it is open, every boto3 call of the process goes to moto (`mock_aws` is
+    process-wide), so at most one instance is open at a time.
+
     `handlers` maps each function of the ASL (its template logical id: `GenerateBatchFunction`,
     `TrainFunction`, `RecordFailureFunction`) to a `handler(event, context)`. Use as a context
     manager, or call `close()`: the AWS mock and the patches live as long as the instance.
     """
+
+    _instance_lock: ClassVar[threading.Lock] = threading.Lock()
+    _open_instance: ClassVar[LocalWorkflow | None] = None
 
     def __init__(
         self,
@@ -149,28 +157,46 @@ class LocalWorkflow:
         safety_net: str | None = RECORD_FAILURE_FUNCTION,
         region: str = "us-east-1",
         state_machine_name: str = "deepmem-training",
+        close_timeout_seconds: float = 10.0,
+        interpreter_logs: bool = False,
     ) -> None:
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
+        if safety_net is not None and safety_net not in handlers:
+            raise ValueError(f"safety net handler {safety_net!r} is not among the handlers")
         self._handlers = dict(handlers)
         self._time_scale = time_scale
         self._function_timeout = function_timeout_seconds
         self._safety_net = safety_net
-        if safety_net is not None and safety_net not in self._handlers:
-            raise ValueError(f"safety net handler {safety_net!r} is not among the handlers")
         self._region = region
         self._lock = threading.Lock()
         self._watchers: dict[str, threading.Thread] = {}
         self._stop_causes: dict[str, tuple[str | None, str | None]] = {}
+        self._close_timeout = close_timeout_seconds
+        self._closing = False
         self._closed = False
+        # Held while the watchers talk to the mock, so none calls out once the mock is stopped.
+        self._alive = threading.Lock()
+        self._interpreter_log = logging.getLogger(_INTERPRETER_LOGGER)
+        self._interpreter_log_level = self._interpreter_log.level
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
-        self._mock.start()
         self._patches: list[Any] = [
             mock.patch.object(LambdaFunction, "invoke", self._make_invoke()),
             mock.patch.object(retrier_decl, "time", self._make_retry_clock()),
             mock.patch.object(WaitFunction, "_wait_interval", self._make_wait()),
         ]
+        with LocalWorkflow._instance_lock:
+            # The AWS mock and the patches are process-wide: a second instance would take the
+            # first one's executions over.
+            if LocalWorkflow._open_instance is not None:
+                raise WorkflowError("another LocalWorkflow is open in this process; close it first")
+            LocalWorkflow._open_instance = self
         try:
+            if not interpreter_logs:
+                # moto logs every failed state at ERROR, retried ones too; the execution
+                # history and record_failure's logs already tell that story.
+                self._interpreter_log.setLevel(logging.CRITICAL)
+            self._mock.start()
             for patch in self._patches:
                 patch.start()
             self._sfn = boto3.client("stepfunctions", region_name=region)
@@ -240,19 +266,31 @@ class LocalWorkflow:
             kwargs["nextToken"] = page["nextToken"]
 
     def close(self) -> None:
-        if self._closed:
+        """Stop what still runs (the safety net then marks those runs failed, "cancelled"), wait
+        a little for it to settle, and take the mock and the patches down."""
+        if self._closing:
             return
-        self._closed = True
-        for arn in list(self._watchers):
-            # Ended ones answer with an error or nothing: either way it is stopped.
-            with contextlib.suppress(Exception):
-                self._sfn.stop_execution(executionArn=arn)
+        self._closing = True
+        if hasattr(self, "_remote"):
+            for arn in list(self._watchers):
+                self._stop_causes.setdefault(arn, ("Cancelled", "the local workflow was closed"))
+                # An ended execution ignores the stop.
+                with contextlib.suppress(Exception):
+                    self._sfn.stop_execution(executionArn=arn)
+        deadline = time.monotonic() + self._close_timeout
         for watcher in list(self._watchers.values()):
-            watcher.join(5.0)
+            watcher.join(max(0.0, deadline - time.monotonic()))
+        with self._alive:
+            self._closed = True
         for patch in reversed(self._patches):
             with contextlib.suppress(RuntimeError):  # never started
                 patch.stop()
-        self._mock.stop()
+        with contextlib.suppress(RuntimeError):
+            self._mock.stop()
+        self._interpreter_log.setLevel(self._interpreter_log_level)
+        with LocalWorkflow._instance_lock:
+            if LocalWorkflow._open_instance is self:
+                LocalWorkflow._open_instance = None
 
     def __enter__(self) -> LocalWorkflow:
         return self
@@ -297,7 +335,10 @@ class LocalWorkflow:
     def _watch(self, arn: str) -> None:
         """Poll until the execution ends; then play EventBridge for a failed one."""
         while True:
-            execution = self._describe_arn(arn)
+            with self._alive:
+                if self._closed:
+                    return
+                execution = self._describe_arn(arn)
             if execution is None or execution.state is not ExecutionState.RUNNING:
                 break
             time.sleep(0.01)
