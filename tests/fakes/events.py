@@ -155,9 +155,15 @@ def submit_input(run_id: UUID = SAMPLE_RUN_ID, attempt: int = 1) -> dict[str, An
 
 
 def check_input(
-    run_id: UUID = SAMPLE_RUN_ID, attempt: int = 1, job_id: str = "sample-job"
+    run_id: UUID = SAMPLE_RUN_ID, attempt: int = 1, job_id: str = "sample-job", poll: int = 1
 ) -> dict[str, Any]:
-    return {"action": "check", "run_id": str(run_id), "attempt": attempt, "job_id": job_id}
+    return {
+        "action": "check",
+        "run_id": str(run_id),
+        "attempt": attempt,
+        "job_id": job_id,
+        "poll": poll,
+    }
 
 
 def lambda_error_cause(error_type: str, message: str) -> str:

@@ -130,10 +130,10 @@ class Script:
         self._enter(event)
         run_id, attempt = event["run_id"], event["attempt"]
         if event["action"] == "submit":
-            state, job_id = "pending", "job-1"
+            state, job_id, poll = "pending", "job-1", 0
         else:
             assert event["action"] == "check"
-            job_id = event["job_id"]
+            job_id, poll = event["job_id"], event["poll"] + 1
             state = self.check_states.pop(0)
             if state == "completed":
                 self.store.transition(_uuid(run_id), RunStatus.TRAINING, RunStatus.COMPLETED)
@@ -143,6 +143,7 @@ class Script:
             "job_id": job_id,
             "state": state,
             "wait_seconds": 30,
+            "poll": poll,
         }
 
     def record(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -270,7 +271,9 @@ def test_training_submits_then_checks_until_completed(
         "run_id": str(run.id),
         "attempt": run.attempt,
         "job_id": "job-1",
+        "poll": 0,
     }
+    assert [call["poll"] for call in script.calls[1:]] == [0, 1, 2]
     waits = [
         e
         for e in workflow.history(run.id, Phase.TRAINING, run.attempt)
@@ -562,3 +565,13 @@ def test_a_result_that_is_not_json_fails_like_lambda_does(
     assert execution.state is ExecutionState.FAILED
     assert execution.error == "Runtime.MarshalError"
     assert script.store.get_run(run.id).status is RunStatus.TRAINING_FAILED
+
+
+def test_the_deployed_task_handlers_can_be_loaded_for_the_local_workflow() -> None:
+    from deepmem.adapters.local_workflow import TASK_FUNCTIONS, function_handlers
+
+    handlers = function_handlers()
+
+    assert set(handlers) == set(TASK_FUNCTIONS)
+    assert all(callable(handler) for handler in handlers.values())
+    assert function_handlers() == handlers  # loaded once

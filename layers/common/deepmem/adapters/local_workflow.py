@@ -25,9 +25,11 @@ Generation, Lambda `GenerateBatchFunction` (`functions/generate_batch/app.py`):
 
 Training, Lambda `TrainFunction` (`functions/train/app.py`):
 - submit: in  `{"action": "submit", "run_id", "attempt"}`
-          out `{"run_id", "attempt", "job_id", "state", "wait_seconds": int >= 0}`
+          out `{"run_id", "job_id", "state", "wait_seconds": int >= 0, "poll": int}`
 - then Wait `$.wait_seconds`, then
-- check:  in  `{"action": "check", "run_id", "attempt", "job_id"}` -> out the same shape;
+- check:  in  `{"action": "check", "run_id", "attempt", "job_id", "poll"}` (`job_id` and
+          `poll` from the previous output; `poll` counts the checks, for the backoff)
+          -> out the same shape;
           `state` "completed" ends the execution (check itself moves the run to `completed`);
           any other state waits `wait_seconds` and checks again. A failed job raises
           TrainingError.
@@ -53,10 +55,12 @@ record-failure handler itself, as the deployed rule would.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import traceback
@@ -92,7 +96,15 @@ VERIFIED_MOTO_VERSION = "5.2.5"
 
 DEFINITION_PATH = Path(__file__).resolve().parents[4] / "statemachine" / "training.asl.json"
 
-#: The functions the ASL names, as `${<Name>Arn}` placeholders (the template's logical ids).
+FUNCTIONS_DIR = DEFINITION_PATH.parents[1] / "functions"
+
+#: The functions the ASL names, as `${<Name>Arn}` placeholders (the template's logical ids),
+#: and their folders under functions/.
+TASK_FUNCTIONS = {
+    "GenerateBatchFunction": "generate_batch",
+    "TrainFunction": "train",
+    "RecordFailureFunction": "record_failure",
+}
 RECORD_FAILURE_FUNCTION = "RecordFailureFunction"
 
 FAILURE_STATUSES = frozenset(
@@ -126,6 +138,30 @@ class LocalLambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def function_handlers(functions_dir: Path = FUNCTIONS_DIR) -> dict[str, Handler]:
+    """The deployed task handlers (`functions/<folder>/app.py`'s `handler`), by logical id:
+    what the composition root gives `LocalWorkflow` so the cloud's code runs here."""
+    handlers: dict[str, Handler] = {}
+    for logical_id, folder in TASK_FUNCTIONS.items():
+        module_name = f"deepmem_function_{folder}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            path = functions_dir / folder / "app.py"
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:
+                raise WorkflowError(f"cannot load the handler of {logical_id} from {path}")
+            module = importlib.util.module_from_spec(spec)
+            # Registered first: pydantic resolves a model's annotations through sys.modules.
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+        handlers[logical_id] = module.handler
+    return handlers
 
 
 def placeholders(definition: str) -> set[str]:
