@@ -496,10 +496,10 @@ def test_a_hub_dataset_trains_with_deep_memory_unless_forced(fn, store, workflow
     assert store.get_settings().trainer is TrainerKind.QUERY_ADAPTER
 
 
-def test_deep_memory_on_a_local_dataset_is_422(fn, service, store) -> None:
+def test_deep_memory_on_a_local_dataset_is_409(fn, service, store) -> None:
     answer = call(fn["settings"], api_event("PUT", f"{P}/settings", {"trainer": "deep_memory"}))
 
-    assert answer.status == 422
+    assert answer.status == 409
     assert "hub://" in answer.body["detail"]
     assert store.get_settings().trainer is TrainerKind.AUTO
 

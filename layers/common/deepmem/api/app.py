@@ -11,8 +11,10 @@ substitute their own with `use_run_service`.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated, Any
 from uuid import UUID
@@ -270,8 +272,43 @@ def put_settings(body: Annotated[SettingsUpdateRequest, Body()]) -> SettingsOut:
 ALL_ROUTERS = (runs_router, proceed_router, delete_router, settings_router)
 
 
+class JsonApiResolver(APIGatewayHttpResolver):
+    """Refuses request bodies that are not JSON (415) before Powertools would parse them as a
+    form or multipart, which this API never accepts."""
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        refused = refuse_non_json_body(event)
+        return refused if refused is not None else super().resolve(event, context)
+
+
+def refuse_non_json_body(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """415 for a body of another media type, 422 for one that is not even UTF-8 text."""
+    body = event.get("body")
+    if not body:
+        return None
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        return _json_answer(415, "send request bodies as Content-Type: application/json")
+    if event.get("isBase64Encoded"):
+        try:
+            base64.b64decode(str(body)).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return _json_answer(422, "the request body is not UTF-8 JSON")
+    return None
+
+
+def _json_answer(status: int, detail: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps({"detail": detail}),
+        "isBase64Encoded": False,
+    }
+
+
 def build_resolver(*routers: Router) -> APIGatewayHttpResolver:
-    resolver = APIGatewayHttpResolver(enable_validation=True)
+    resolver = JsonApiResolver(enable_validation=True)
     register_error_handlers(resolver)
     for router in routers:
         resolver.include_router(router, prefix=API_PREFIX)

@@ -1,8 +1,10 @@
 """The one place that maps errors to HTTP answers. Every body is JSON with `detail`.
 
 Mapped by type, never by message: 404 unknown run; 409 a move the lifecycle forbids, a blocking
-run (with `blocking_run_id`/`blocking_run_status`), locked settings; 422 invalid input; 401 no
-verified caller; 503 the store or the workflow engine failing; 500 anything else.
+run (with `blocking_run_id`/`blocking_run_status`), locked settings, settings the dataset cannot
+honour; 422 invalid input; 401 no
+verified caller; 415 a body that is not JSON; 503 the store or the workflow engine failing;
+500 anything else.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from deepmem.domain.errors import (
     BlockingRunExistsError,
@@ -60,11 +65,22 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
 
     @app.exception_handler(InvalidSettingsError)
     def _invalid_settings(exc: InvalidSettingsError) -> Response[Any]:
-        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
+        # Well-formed, but at odds with this deployment's dataset: a conflict, not bad input.
+        return error_response(HTTPStatus.CONFLICT, str(exc))
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported_media_type(exc: RequestUnsupportedContentType) -> Response[Any]:
+        return error_response(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "request bodies must be application/json"
+        )
 
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response[Any]:
         return error_response(HTTPStatus.NOT_FOUND, "Not found")
+
+    @app.exception_handler(ServiceError)
+    def _http_error(exc: ServiceError) -> Response[Any]:
+        return error_response(HTTPStatus(exc.status_code), exc.msg)
 
     @app.exception_handler(NotAuthenticatedError)
     def _not_authenticated(exc: NotAuthenticatedError) -> Response[Any]:

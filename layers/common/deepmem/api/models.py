@@ -33,7 +33,7 @@ class RunReference(BaseModel):
 class SettingsUpdateRequest(SettingsUpdate):
     """Body of PUT /settings: the fields to change, nothing else."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     @model_validator(mode="before")
     @classmethod
