@@ -1,8 +1,9 @@
-"""The HTTP API through the real handlers against the real test database (PostgresStore).
+"""The HTTP API through the real handlers against the real test database.
 
 Every endpoint test of tests/unit/test_api_handlers.py runs again here with `store` bound to
-PostgreSQL; then the recovery scenarios end to end, and the races, with the database's own
-locks and compare-and-set deciding.
+PostgreSQL; then the recovery scenarios end to end on both store adapters (PostgreSQL and
+Supabase over a loopback PostgREST), and the races on PostgreSQL, with the database's own locks
+and compare-and-set deciding.
 """
 
 from __future__ import annotations
@@ -44,6 +45,18 @@ def store(postgres_store: PostgresStore) -> PostgresStore:
     return postgres_store
 
 
+@pytest.fixture(params=["postgres_store", "supabase_store"])
+def any_store(request: pytest.FixtureRequest) -> Any:
+    """Both RunStore adapters the API can be deployed with (DATABASE_URL, SUPABASE_URL)."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def on_any_store(fn: dict[str, ModuleType], any_store: Any) -> Iterator[Any]:
+    with use_run_service(RunService(any_store, FakeWorkflow(), dataset="/data/kb")):
+        yield any_store
+
+
 # The seed's scenarios, end to end. The fake workflow stands for the state machine; what its
 # tasks would write (progress, the phase's end) is written through the same store.
 
@@ -67,7 +80,8 @@ def get(module: ModuleType, path: str) -> Any:
     return call(module, api_event("GET", f"{P}{path}"))
 
 
-def test_a_generation_failure_blocks_until_proceeded_and_completed(fn, service, store) -> None:
+def test_a_generation_failure_blocks_until_proceeded_and_completed(fn, on_any_store) -> None:
+    store = on_any_store
     run_id = UUID(post(fn["runs"], "/generate").body["training_run_id"])
     store.set_total_chunks(run_id, 3)
     store.record_batch(
@@ -102,7 +116,8 @@ def test_a_generation_failure_blocks_until_proceeded_and_completed(fn, service, 
     assert post(fn["runs"], "/generate").status == 202
 
 
-def test_a_training_failure_blocks_until_proceeded(fn, service, store, workflow) -> None:
+def test_a_training_failure_blocks_until_proceeded(fn, on_any_store) -> None:
+    store = on_any_store
     run_id = UUID(post(fn["runs"], "/generate").body["training_run_id"])
     finish_generation(store, run_id)
     assert post(fn["runs"], "/train", {"training_run_id": str(run_id)}).status == 202
@@ -121,7 +136,8 @@ def test_a_training_failure_blocks_until_proceeded(fn, service, store, workflow)
     assert run.deeplake_job_id == "job-1"  # kept: the train task resumes polling it
 
 
-def test_a_generated_run_blocks_until_trained_or_deleted(fn, service, store) -> None:
+def test_a_generated_run_blocks_until_trained_or_deleted(fn, on_any_store) -> None:
+    store = on_any_store
     run_id = UUID(post(fn["runs"], "/generate").body["training_run_id"])
     finish_generation(store, run_id)
 
@@ -133,7 +149,8 @@ def test_a_generated_run_blocks_until_trained_or_deleted(fn, service, store) -> 
     assert post(fn["runs"], "/generate").status == 202
 
 
-def test_cancel_ends_in_the_phase_failure_and_can_be_proceeded(fn, service, store) -> None:
+def test_cancel_ends_in_the_phase_failure_and_can_be_proceeded(fn, on_any_store) -> None:
+    store = on_any_store
     run_id = UUID(post(fn["runs"], "/generate").body["training_run_id"])
 
     assert post(fn["runs"], f"/runs/{run_id}/cancel").status == 202
