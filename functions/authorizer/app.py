@@ -7,12 +7,15 @@ Gateway answers every denial with 403; see `deepmem.api.auth`).
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deepmem.api.auth import TokenVerifier, bearer_token, settings_from_config
 from deepmem.config import load_config
 
 logger = Logger(service="deepmem-authorizer")
+tracer = Tracer(service="deepmem-authorizer")
+metrics = Metrics(service="deepmem-authorizer")
 _verifier: TokenVerifier | None = None
 
 
@@ -24,11 +27,16 @@ def verifier() -> TokenVerifier:
     return _verifier
 
 
-@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     decision = verifier().authorize(bearer_token(event))
     if decision.allowed:
         logger.info("allowed", extra={"user_id": decision.user_id})
+        metrics.add_metric(name="Allowed", unit=MetricUnit.Count, value=1)
     else:
+        # The reason is logged, never returned to the caller beyond its kind.
         logger.info("denied", extra={"denial": decision.denial, "reason": decision.reason})
+        metrics.add_metric(name="Denied", unit=MetricUnit.Count, value=1)
     return decision.to_simple_response()
