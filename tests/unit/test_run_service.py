@@ -78,14 +78,31 @@ def test_racing_proceeds_start_one_execution(service, store, workflow) -> None:
 
 def test_an_engine_error_on_stop_keeps_the_run_active(service, store, workflow) -> None:
     run_id: UUID = service.start_generation(None).run.id
-    workflow.executions.clear()  # the engine no longer knows the execution: stop fails
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise WorkflowError("throttled")
+
+    workflow.stop = refuse
 
     with pytest.raises(WorkflowError):
         service.cancel(run_id)
 
-    # Not marked failed while an execution might still be running: a proceed could otherwise
-    # start a second one beside it. The admin retries, or aborts it in the console.
+    # Not marked failed while the execution may still run: a proceed could otherwise start a
+    # second one beside it. The admin retries, or aborts it in the console.
     assert store.get_run(run_id).status is RunStatus.GENERATING
+
+
+def test_cancel_of_an_orphan_marks_it_failed_without_stopping(service, store, workflow) -> None:
+    run_id: UUID = service.start_generation(None).run.id
+    workflow.executions.clear()  # the engine lost the execution (a local process died)
+
+    cancelled = service.cancel(run_id)
+
+    assert (cancelled.run.status, cancelled.run.error_message) == (
+        RunStatus.GENERATING_FAILED,
+        "cancelled",
+    )
+    assert workflow.stops == []
 
 
 def test_cancel_after_the_safety_net_already_wrote_the_failure(service, store, workflow) -> None:

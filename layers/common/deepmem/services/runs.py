@@ -141,23 +141,27 @@ class RunService:
 
         The record_failure safety net (EventBridge) would write the same status; writing it here
         too makes cancel complete where no EventBridge runs (locally) and the write is a
-        compare-and-set, so whichever comes second changes nothing.
+        compare-and-set, so whichever comes second changes nothing. A run whose execution no
+        longer runs (it never existed, or ended without moving the run: an orphan) is marked
+        failed at once; if the engine cannot stop a running one, the run stays active (a
+        WorkflowError): marking it failed would let a proceed start a second execution.
         """
         run = self.store.get_run(run_id)
         if run.status not in ACTIVE_STATUSES:
             raise RunNotCancellableError(run_id, run.status)
         phase = phase_of(run.status)
         assert phase is not None
-        self.workflow.stop(run.id, phase, run.attempt, cause=CANCELLED)
         execution = self.workflow.describe(run.id, phase, run.attempt)
+        if execution is not None and execution.state is ExecutionState.RUNNING:
+            self.workflow.stop(run.id, phase, run.attempt, cause=CANCELLED)
+            execution = self.workflow.describe(run.id, phase, run.attempt) or execution
         self.store.transition(
             run.id, active_status(phase), failed_status(phase), error_message=CANCELLED
         )
-        stopped = self.store.get_run(run_id)
-        if execution is None:  # an engine that forgets stopped executions
+        if execution is None:
             name = execution_name(run.id, phase, run.attempt)
             execution = Execution(name=name, arn=name, state=ExecutionState.ABORTED)
-        return RunExecution(run=stopped, execution=execution)
+        return RunExecution(run=self.store.get_run(run_id), execution=execution)
 
     # reading and deleting
 
