@@ -117,6 +117,26 @@ def test_the_spec_is_served_without_a_token(verified_server) -> None:
     assert f"{P}/generate" in spec["paths"]
 
 
+def test_a_browser_dashboard_may_call_it(verified_server, keys) -> None:
+    preflight = Request(
+        verified_server.url + f"{P}/generate",
+        method="OPTIONS",
+        headers={"origin": "http://localhost:3000", "access-control-request-method": "POST"},
+    )
+    with urlopen(preflight, timeout=10) as answer:
+        assert answer.status == 204
+        assert answer.headers["access-control-allow-origin"] == "*"
+        assert "authorization" in answer.headers["access-control-allow-headers"]
+
+    req = Request(
+        verified_server.url + f"{P}/runs",
+        headers={"origin": "http://localhost:3000", "authorization": f"Bearer {token(keys)}"},
+    )
+    with urlopen(req, timeout=10) as answer:
+        assert answer.status == 200
+        assert answer.headers["access-control-allow-origin"] == "*"
+
+
 def test_every_error_is_json(open_server) -> None:
     for method, path, body in [
         ("GET", "/nowhere", None),

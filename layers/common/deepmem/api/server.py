@@ -126,19 +126,44 @@ def authorizer_event(event: dict[str, Any]) -> dict[str, Any]:
 class LocalApi:
     """Turns HTTP requests into answers: authorizer, then resolver. Usable without sockets."""
 
-    def __init__(self, authorize: Authorize, resolver: APIGatewayHttpResolver | None = None):
+    def __init__(
+        self,
+        authorize: Authorize,
+        resolver: APIGatewayHttpResolver | None = None,
+        allow_origins: tuple[str, ...] = ("*",),
+    ):
         if resolver is None:
             from deepmem.api.app import app
 
             resolver = app
         self.resolver: APIGatewayHttpResolver = resolver
         self.authorize = authorize
+        self.allow_origins = allow_origins
         self._resolve_lock = threading.Lock()
 
     def handle(
         self, method: str, target: str, headers: dict[str, str], body: bytes = b""
     ) -> tuple[int, dict[str, str], bytes]:
         headers = {k.lower(): v for k, v in headers.items()}
+        status, out_headers, payload = self._handle(method, target, headers, body)
+        return status, out_headers | self._cors(headers.get("origin")), payload
+
+    def _cors(self, origin: str | None) -> dict[str, str]:
+        """As the HTTP API's CorsConfiguration does: a browser dashboard may call the server."""
+        if not origin or not ("*" in self.allow_origins or origin in self.allow_origins):
+            return {}
+        return {
+            "access-control-allow-origin": "*" if "*" in self.allow_origins else origin,
+            "access-control-allow-headers": "authorization,content-type",
+            "access-control-allow-methods": "GET,POST,PUT,DELETE,OPTIONS",
+            "access-control-max-age": "600",
+        }
+
+    def _handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if method == "OPTIONS" and "access-control-request-method" in headers:
+            return 204, {}, b""  # a preflight carries no token: answered before the authorizer
         event = http_api_event(method, target, headers, body)
         if method == "GET" and event["rawPath"] == "/openapi.json":
             from deepmem.api.app import openapi_json
@@ -231,8 +256,10 @@ class RunningServer:
         return f"http://{self.host}:{self.port}"
 
 
-def _bind(host: str, port: int, authorize: Authorize, verbose: bool) -> _ApiServer:
-    return _ApiServer((host, port), LocalApi(authorize), verbose)
+def _bind(
+    host: str, port: int, authorize: Authorize, verbose: bool, allow_origins: tuple[str, ...]
+) -> _ApiServer:
+    return _ApiServer((host, port), LocalApi(authorize, allow_origins=allow_origins), verbose)
 
 
 @contextmanager
@@ -243,6 +270,7 @@ def running_server(
     port: int = 0,
     service: RunService | None = None,
     verbose: bool = False,
+    allow_origins: tuple[str, ...] = ("*",),
 ) -> Iterator[RunningServer]:
     """A server in a background thread for the duration of the block (port 0: any free one)."""
     with ExitStack() as stack:
@@ -250,7 +278,7 @@ def running_server(
             from deepmem.api.app import use_run_service
 
             stack.enter_context(use_run_service(service))
-        server = _bind(host, port, authorize, verbose)
+        server = _bind(host, port, authorize, verbose, allow_origins)
         thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="deepmem-serve", daemon=True
         )
@@ -270,6 +298,7 @@ def serve(
     authorize: Authorize,
     service: RunService | None = None,
     verbose: bool = True,
+    allow_origins: tuple[str, ...] = ("*",),
 ) -> None:
     """Serve until interrupted. Raise PortInUseError when the port is taken."""
     with ExitStack() as stack:
@@ -277,7 +306,7 @@ def serve(
             from deepmem.api.app import use_run_service
 
             stack.enter_context(use_run_service(service))
-        server = _bind(host, port, authorize, verbose)
+        server = _bind(host, port, authorize, verbose, allow_origins)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
