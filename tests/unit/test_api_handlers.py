@@ -504,6 +504,16 @@ def test_deep_memory_on_a_local_dataset_is_409(fn, service, store) -> None:
     assert store.get_settings().trainer is TrainerKind.AUTO
 
 
+def test_a_null_cap_removes_the_cap(fn, service, store) -> None:
+    call(fn["settings"], api_event("PUT", f"{P}/settings", {"max_chunks_per_run": 100}))
+
+    answer = call(fn["settings"], api_event("PUT", f"{P}/settings", {"max_chunks_per_run": None}))
+
+    assert answer.status == 200
+    assert answer.body["max_chunks_per_run"] is None
+    assert store.get_settings().max_chunks_per_run is None
+
+
 def test_update_settings(fn, service, store) -> None:
     answer = call(
         fn["settings"],
@@ -532,6 +542,9 @@ def test_update_settings(fn, service, store) -> None:
         {"llm_model": ""},
         {"llm_model": "has space"},
         {"trainer": "magic"},
+        {"trainer": None},
+        {"batch_size": None},
+        {"llm_model": "gpt\u0085mini"},
         {"unknown_setting": 1},
     ],
 )

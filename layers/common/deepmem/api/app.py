@@ -103,19 +103,20 @@ def current_user_id(router: Router) -> UUID:
 def _responses(
     status: int, model: type[BaseModel], description: str, *errors: int
 ) -> dict[int, OpenAPIResponse]:
-    """The success answer and the error answers a route can give (401/403/422/503: any)."""
+    """The success answer and the error answers a route can give (401/403/415/422/503: any)."""
     descriptions = {
         401: "no valid access token",
         403: "the caller is not an admin",
         404: "unknown training run",
         409: "the run's status does not allow it, or an unfinished run blocks it",
+        415: "a request body that is not application/json",
         422: "invalid request",
         503: "the run store or the workflow engine failed",
     }
     answers: dict[int, OpenAPIResponse] = {
         status: {"description": description, "content": {"application/json": {"model": model}}}
     }
-    for code in sorted({*errors, 401, 403, 422, 503}):
+    for code in sorted({*errors, 401, 403, 415, 422, 503}):
         answers[code] = {
             "description": descriptions[code],
             "content": {"application/json": {"model": ErrorOut}},

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from deepmem.domain.models import (
     DeleteOutcome,
@@ -30,10 +37,42 @@ class RunReference(BaseModel):
     training_run_id: UUID
 
 
-class SettingsUpdateRequest(SettingsUpdate):
-    """Body of PUT /settings: the fields to change, nothing else."""
+# Model names as providers spell them ("gpt-4o-mini", "org/model:tag"). ASCII only, so the
+# published JSON Schema pattern means the same to every client as to pydantic (`\S` does not:
+# Python counts U+0085 as whitespace, JSON Schema's ECMA regex does not).
+RequestModelName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"),
+]
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+#: The one setting whose null means something (no cap); null elsewhere is refused.
+NULLABLE_SETTINGS = frozenset({"max_chunks_per_run"})
+
+
+def _null_only_where_meaningful(schema: dict[str, Any]) -> None:
+    schema["minProperties"] = 1
+    for name, prop in schema.get("properties", {}).items():
+        options = prop.get("anyOf")
+        if name in NULLABLE_SETTINGS or not options:
+            continue
+        rest = [option for option in options if option != {"type": "null"}]
+        prop.pop("anyOf")
+        prop.pop("default", None)
+        if len(rest) == 1:
+            prop.update(rest[0])
+        else:
+            prop["anyOf"] = rest
+
+
+class SettingsUpdateRequest(SettingsUpdate):
+    """Body of PUT /settings: the fields to change, nothing else. `null` only removes the cap
+    on chunks per run; the published schema says exactly that."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_null_only_where_meaningful)
+
+    llm_model: RequestModelName | None = None
+    embedding_model: RequestModelName | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -42,6 +81,22 @@ class SettingsUpdateRequest(SettingsUpdate):
         if isinstance(data, dict) and "user_id" in data:
             return {k: v for k, v in data.items() if k != "user_id"}
         return data
+
+    @field_validator(
+        "questions_per_chunk",
+        "llm_model",
+        "embedding_model",
+        "batch_size",
+        "concurrency",
+        "lanes",
+        "trainer",
+        mode="before",
+    )
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("null is not a value of this setting: leave it out to keep it")
+        return value
 
     def to_domain(self) -> SettingsUpdate:
         return SettingsUpdate.model_validate(self.model_dump(exclude_unset=True))
