@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deepmem.config import load_config
 from deepmem.ports import RunStore
@@ -27,12 +27,13 @@ from pydantic import ValidationError
 
 logger = Logger(service="deepmem")
 tracer = Tracer(service="deepmem")
+metrics = Metrics(service="deepmem")
 
 
 def _store() -> RunStore:
     from deepmem import wiring
 
-    return wiring.build_run_store(load_config())
+    return wiring.shared_run_store(load_config())
 
 
 def handle(event: dict[str, Any], store: RunStore, state_machine_arn: str | None) -> dict[str, Any]:
@@ -68,12 +69,13 @@ def handle(event: dict[str, Any], store: RunStore, state_machine_arn: str | None
     )
     outcome = record_failure(store, report)
     if outcome.recorded:
-        # Its own EMF line: a per-phase dimension must not stick to the function's other metrics.
-        with single_metric(name="RunsFailed", unit=MetricUnit.Count, value=1) as metric:
-            metric.add_dimension(name="phase", value=report.phase.value)
+        # The function emits no other metric, so the phase dimension can sit on the set.
+        metrics.add_dimension(name="phase", value=report.phase.value)
+        metrics.add_metric(name="RunsFailed", unit=MetricUnit.Count, value=1)
     return outcome.as_dict()
 
 
+@metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Config(BaseSettings):
     """Every knob that is not an admin setting. Unset parts fall back to the embedded default."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # Only the aliases are read from the environment: a field name such as `home` must never
+    # pick up an unrelated variable such as HOME.
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
 
     home: Path = Field(default=Path(".deepmem"), alias="DEEPMEM_HOME")
     dataset: str = Field(

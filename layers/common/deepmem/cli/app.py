@@ -1,0 +1,339 @@
+"""The `deepmem` command line. Every command runs the same services as the API against the
+configured store and workflow: embedded by default; `DATABASE_URL`/`SUPABASE_URL`,
+`OPENAI_API_KEY`/`OPENAI_BASE_URL`, a `hub://` dataset and `STATE_MACHINE_ARN` switch each
+part to the real one. Errors are printed in one line with an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from deepmem.domain.errors import (
+    BlockingRunExistsError,
+    DeepmemError,
+    InvalidTransitionError,
+    RunNotFoundError,
+    SettingsLockedError,
+)
+from deepmem.domain.models import SettingsUpdate, TrainingRun
+from deepmem.domain.status import Phase, RunStatus, phase_of
+
+app = typer.Typer(
+    name="deepmem",
+    help="Synthetic question→chunk pairs from a DeepLake dataset, and a model trained on them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+_PHASE_DONE = {Phase.GENERATING: RunStatus.GENERATED, Phase.TRAINING: RunStatus.COMPLETED}
+
+#: Exit codes, documented in the README.
+EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4
+
+
+class FailAt(StrEnum):
+    generating = "generating"
+    training = "training"
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, RunNotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, BlockingRunExistsError | InvalidTransitionError | SettingsLockedError):
+        return EXIT_CONFLICT
+    if isinstance(exc, ValidationError | ValueError):
+        return EXIT_USAGE
+    return EXIT_ERROR
+
+
+@contextmanager
+def _clean_errors() -> Iterator[None]:
+    """One line on stderr and an exit code for every expected failure."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        )
+        errors.print(f"[red]error:[/red] {details}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except (DeepmemError, ValueError, OSError) as exc:
+        extra = ""
+        if isinstance(exc, BlockingRunExistsError):
+            extra = f" (blocking run {exc.blocking_run_id}, {exc.blocking_run_status})"
+        errors.print(f"[red]error:[/red] {exc}{extra}")
+        raise typer.Exit(_exit_code(exc)) from None
+    except KeyboardInterrupt:
+        errors.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+
+
+def _run_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        errors.print(f"[red]error:[/red] {value!r} is not a run id (a UUID)")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _runtime() -> Any:
+    from deepmem.cli.runtime import Runtime
+
+    return Runtime()
+
+
+def _run_table(runs: list[TrainingRun]) -> Table:
+    table = Table()
+    for column in ("id", "status", "progress", "pairs", "attempt", "error", "created"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            str(run.id),
+            run.status.value,
+            f"{run.processed_chunks}/{run.total_chunks}",
+            str(run.pair_count),
+            str(run.attempt),
+            (run.error_message or "")[:60],
+            run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return table
+
+
+def _print_json(value: Any) -> None:
+    console.print_json(json.dumps(value, default=str))
+
+
+def _started(runtime: Any, run: TrainingRun, phase: Phase, wait: bool) -> None:
+    """Locally the execution lives in this process, so the command waits for it."""
+    console.print(f"run {run.id}: {phase.value} (attempt {run.attempt}) started")
+    if not (runtime.is_local or wait):
+        return
+    from deepmem.cli.demo import follow
+
+    final = follow(console, runtime, run, phase)
+    console.print(f"run {final.id}: {final.status.value} {final.error_message or ''}")
+    if final.status is not _PHASE_DONE[phase]:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def demo(
+    corpus: Annotated[
+        Path | None, typer.Option(help="folder of .md/.txt/.jsonl files (default: stdlib docs)")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="chunks to use from the corpus")] = 150,
+    fail_at: Annotated[
+        FailAt | None, typer.Option(help="inject a failure in this phase, then recover")
+    ] = None,
+    summary_json: Annotated[
+        Path | None, typer.Option(help="also write the summary as JSON here")
+    ] = None,
+) -> None:
+    """Run the main job end to end on the embedded default: build a dataset, generate pairs
+    through the local state machine, train the query adapter, report recall."""
+    from deepmem.cli.demo import run_demo
+
+    with _clean_errors():
+        summary = run_demo(
+            console,
+            corpus=corpus,
+            limit=limit,
+            fail_at=Phase(fail_at.value) if fail_at else None,
+            summary_path=summary_json,
+        )
+    if summary.status != "completed":
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def generate(
+    wait: Annotated[bool, typer.Option(help="wait for the execution (always, locally)")] = False,
+) -> None:
+    """Start a generation (POST /generate)."""
+    with _clean_errors(), _runtime() as runtime:
+        started = runtime.runs().start_generation(None)
+        _started(runtime, started.run, Phase.GENERATING, wait)
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List runs, newest first (GET /runs)."""
+    with _clean_errors(), _runtime() as runtime:
+        found = runtime.runs().list_runs(limit=limit, offset=offset)
+        if as_json:
+            _print_json([r.model_dump(mode="json") for r in found])
+        else:
+            console.print(_run_table(found))
+
+
+@app.command()
+def show(run: str) -> None:
+    """One run (GET /runs/{id})."""
+    run_id = _run_id(run)
+    with _clean_errors(), _runtime() as runtime:
+        _print_json(runtime.runs().get_run(run_id).model_dump(mode="json"))
+
+
+@app.command()
+def pairs(
+    run: str,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A page of a run's pairs, for review (GET /runs/{id}/pairs)."""
+    run_id = _run_id(run)
+    with _clean_errors(), _runtime() as runtime:
+        page = runtime.runs().list_pairs(run_id, limit=limit, offset=offset)
+        if as_json:
+            _print_json([p.model_dump(mode="json") for p in page])
+            return
+        table = Table()
+        table.add_column("chunk")
+        table.add_column("question")
+        for pair in page:
+            table.add_row(pair.chunk_id, pair.question)
+        console.print(table)
+
+
+@app.command()
+def train(
+    run: str, wait: Annotated[bool, typer.Option(help="wait (always, locally)")] = False
+) -> None:
+    """Train on a generated run (POST /train)."""
+    run_id = _run_id(run)
+    with _clean_errors(), _runtime() as runtime:
+        started = runtime.runs().start_training(run_id)
+        _started(runtime, started.run, Phase.TRAINING, wait)
+
+
+@app.command()
+def proceed(
+    run: str, wait: Annotated[bool, typer.Option(help="wait (always, locally)")] = False
+) -> None:
+    """Resume a failed run in the phase it failed in (POST /proceed)."""
+    run_id = _run_id(run)
+    with _clean_errors(), _runtime() as runtime:
+        started = runtime.runs().proceed(run_id)
+        phase = phase_of(started.run.status)
+        assert phase is not None
+        _started(runtime, started.run, phase, wait)
+
+
+@app.command()
+def delete(run: str) -> None:
+    """Delete a failed or generated run and its pairs (DELETE /runs/{id})."""
+    run_id = _run_id(run)
+    with _clean_errors(), _runtime() as runtime:
+        outcome = runtime.runs().delete(run_id)
+        console.print(f"deleted run {outcome.training_run_id} and {outcome.deleted_pairs} pairs")
+
+
+@app.command()
+def cancel(run: str) -> None:
+    """Stop an active run; it ends in its phase's failed status (POST /runs/{id}/cancel).
+
+    Locally, an active run whose process ended has no execution left: it is marked failed."""
+    run_id = _run_id(run)
+    with _clean_errors(), _runtime() as runtime:
+        current = runtime.runs().get_run(run_id)
+        phase = runtime.orphaned_phase(current)
+        if phase is not None:
+            from deepmem.domain.status import active_status, failed_status
+
+            runtime.store.transition(
+                run_id, active_status(phase), failed_status(phase), error_message="cancelled"
+            )
+            stopped = runtime.store.get_run(run_id)
+        else:
+            stopped = runtime.runs().cancel(run_id).run
+        console.print(f"run {stopped.id}: {stopped.status.value} ({stopped.error_message})")
+
+
+@app.command()
+def settings(
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value, repeatable (PUT /settings)")
+    ] = None,
+) -> None:
+    """Show the settings (GET /settings), or change them with --set key=value."""
+    with _clean_errors(), _runtime() as runtime:
+        service = runtime.runs()
+        if set_:
+            changes: dict[str, Any] = {}
+            for item in set_:
+                key, sep, value = item.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"--set wants key=value, got {item!r}")
+                changes[key.strip()] = None if value.strip().lower() == "none" else value.strip()
+            view = service.update_settings(SettingsUpdate.model_validate(changes))
+        else:
+            view = service.get_settings_view()
+        _print_json(view.model_dump(mode="json"))
+
+
+@app.command()
+def search(
+    question: str,
+    k: Annotated[int, typer.Option(min=1, max=100)] = 5,
+    no_adapter: Annotated[bool, typer.Option(help="search without the trained adapter")] = False,
+) -> None:
+    """Search the dataset with the latest trained query adapter applied to the question."""
+    with _clean_errors():
+        from deepmem.cli.retrieval import run_search
+
+        run_search(console, question, k=k, use_adapter=not no_adapter)
+
+
+@app.command(name="eval")
+def evaluate(
+    queries: Annotated[
+        Path,
+        typer.Argument(help='JSONL: {"query": str, "relevant": [chunk ids]} per line'),
+    ],
+) -> None:
+    """recall@k of the dataset with and without the trained adapter on judged queries."""
+    with _clean_errors():
+        from deepmem.cli.retrieval import run_eval
+
+        run_eval(console, queries)
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the HTTP API on localhost (HTTP → API Gateway v2 events, authorizer included)."""
+    with _clean_errors():
+        from deepmem.cli.serving import run_server
+
+        run_server(console, host, port)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            sys.exit(exc.code)

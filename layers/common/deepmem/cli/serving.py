@@ -1,0 +1,69 @@
+"""`deepmem serve`: the API's handlers behind a local HTTP server, with the real authorizer.
+
+With no token issuer configured (no SUPABASE_URL / SUPABASE_JWT_ISSUER), the server signs its
+own: a local HS256 secret kept in `<home>/jwt-secret`, and an admin token printed at start, so
+a dashboard or `curl` can call it at once. Tokens are verified exactly as in AWS."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+
+from deepmem.cli.runtime import Runtime
+from deepmem.config import Config
+
+LOCAL_ISSUER = "deepmem-local"
+LOCAL_ADMIN = "00000000-0000-4000-8000-000000000001"
+
+
+def local_secret(home: Path) -> str:
+    path = home / "jwt-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def local_admin_token(secret: str, hours: float = 12.0) -> str:
+    import jwt
+
+    now = int(time.time())
+    claims = {
+        "sub": LOCAL_ADMIN,
+        "aud": "authenticated",
+        "iss": LOCAL_ISSUER,
+        "iat": now,
+        "exp": now + int(hours * 3600),
+        "role": "authenticated",
+        "app_metadata": {"role": "admin"},
+        "session_id": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def authorizer_for(config: Config, console: Console) -> object:
+    from deepmem.api.auth import AuthSettings, TokenVerifier, event_authorizer, settings_from_config
+
+    settings = settings_from_config(config)
+    if settings.issuer is None:
+        secret = local_secret(config.home)
+        settings = AuthSettings(
+            jwks_url=None, issuer=LOCAL_ISSUER, hs256_secret=secret, admin_ids=settings.admin_ids
+        )
+        console.print("no token issuer configured: local tokens, for example this admin one:")
+        console.print(f"Authorization: Bearer {local_admin_token(secret)}", soft_wrap=True)
+    return event_authorizer(TokenVerifier(settings))
+
+
+def run_server(console: Console, host: str, port: int) -> None:
+    from deepmem.api.server import serve
+
+    with Runtime(time_scale=0.05) as runtime:
+        authorize = authorizer_for(runtime.config, console)
+        console.print(f"serving the API on http://{host}:{port}/v1/api/deep-memory (Ctrl-C stops)")
+        serve(host, port, authorize=authorize, service=runtime.runs())  # type: ignore[arg-type]
