@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
@@ -39,7 +40,9 @@ from deepmem.api.models import (
     SettingsOut,
     SettingsUpdateRequest,
 )
-from deepmem.services.runs import RunService
+from deepmem.services.runs import RunExecution, RunService
+
+logger = Logger(service="deepmem-api")
 
 API_PREFIX = "/v1/api/deep-memory"
 API_TITLE = "deepmem"
@@ -97,6 +100,19 @@ def current_user_id(router: Router) -> UUID:
         raise NotAuthenticatedError("the authorizer passed a malformed user id") from None
 
 
+def log_started(message: str, started: RunExecution) -> None:
+    """One line per state change the API causes, with the keys the workflow's logs carry."""
+    logger.info(
+        message,
+        extra={
+            "run_id": str(started.run.id),
+            "attempt": started.run.attempt,
+            "status": started.run.status.value,
+            "execution": started.execution.name,
+        },
+    )
+
+
 # OpenAPI documentation of the error answers (the bodies come from deepmem.api.errors)
 
 
@@ -142,6 +158,7 @@ runs_router = Router()
 )
 def generate() -> JobAccepted:
     started = run_service().start_generation(current_user_id(runs_router))
+    log_started("generation started", started)
     return JobAccepted.of(started, "Generation started")
 
 
@@ -154,6 +171,7 @@ def generate() -> JobAccepted:
 )
 def train(body: Annotated[RunReference, Body()]) -> JobAccepted:
     started = run_service().start_training(body.training_run_id)
+    log_started("training started", started)
     return JobAccepted.of(started, "Training started")
 
 
@@ -209,6 +227,7 @@ def list_pairs(run_id: RunIdPath, limit: Limit = 100, offset: Offset = 0) -> Pai
 )
 def cancel(run_id: RunIdPath) -> JobAccepted:
     stopped = run_service().cancel(run_id)
+    log_started("run cancelled", stopped)
     return JobAccepted.of(stopped, f"Cancelled: the run is now {stopped.run.status}")
 
 
@@ -226,6 +245,7 @@ proceed_router = Router()
 )
 def proceed(body: Annotated[RunReference, Body()]) -> JobAccepted:
     started = run_service().proceed(body.training_run_id)
+    log_started("run proceeded", started)
     run = started.run
     return JobAccepted.of(started, f"Proceeding: attempt {run.attempt} is {run.status}")
 
@@ -242,7 +262,11 @@ delete_router = Router()
     tags=["runs"],
 )
 def delete_run(run_id: RunIdPath) -> RunDeleted:
-    return RunDeleted.of(run_service().delete(run_id))
+    deleted = run_service().delete(run_id)
+    logger.info(
+        "run deleted", extra={"run_id": str(run_id), "deleted_pairs": deleted.deleted_pairs}
+    )
+    return RunDeleted.of(deleted)
 
 
 # settings: GET /settings, PUT /settings
