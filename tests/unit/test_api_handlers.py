@@ -174,6 +174,21 @@ def test_train_from_anything_but_generated_is_409(fn, service, store, path) -> N
     assert answer.body["training_run_id"] == str(run_id)
 
 
+def test_train_when_the_execution_cannot_start_leaves_a_failed_run(
+    fn, service, store, workflow
+) -> None:
+    run_id = generate(fn)
+    to_status(store, run_id, RunStatus.GENERATED)
+    workflow.fail_starts = True
+
+    answer = call(fn["runs"], api_event("POST", f"{P}/train", {"training_run_id": str(run_id)}))
+
+    assert answer.status == 503
+    run = store.get_run(run_id)
+    assert run.status is RunStatus.TRAINING_FAILED  # proceed-able, not stuck in `training`
+    assert run.error_message and "could not start" in run.error_message
+
+
 def test_train_an_unknown_run_is_404(fn, service) -> None:
     answer = call(fn["runs"], api_event("POST", f"{P}/train", {"training_run_id": str(uuid4())}))
 
