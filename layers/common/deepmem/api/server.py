@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
 from deepmem.api.auth import AuthDecision, Authorize, Denial
+from deepmem.domain.errors import DeepmemError
 from deepmem.services.runs import RunService
 
 MAX_BODY_BYTES = 1_000_000
@@ -39,7 +40,7 @@ _DENIAL_DETAIL = {
 }
 
 
-class PortInUseError(Exception):
+class PortInUseError(DeepmemError):
     """The port is taken by another process."""
 
     def __init__(self, host: str, port: int) -> None:

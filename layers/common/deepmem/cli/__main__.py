@@ -1,0 +1,3 @@
+from deepmem.cli.app import main
+
+main()
