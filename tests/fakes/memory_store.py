@@ -166,7 +166,8 @@ class MemoryRunStore:
                     continue  # a retried batch changes nothing for this chunk
                 processed.add(chunk.chunk_id)
                 new_chunks += 1
-                for question in chunk.questions:
+                # Like the unique (run, chunk, question) index: a repeated question is one pair.
+                for question in dict.fromkeys(chunk.questions):
                     self._pairs[run.id].append(
                         TrainingPair(
                             id=next(self._pair_ids),
