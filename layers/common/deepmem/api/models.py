@@ -202,8 +202,11 @@ class SettingsOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    """Every error body: `detail` always, the blocking run on a 409 that has one."""
+    """Every error body: `detail` always (a message, or the list of invalid fields on a 422);
+    the blocking run on a 409 that has one; the run and its status on a refused move."""
 
     detail: Any
     blocking_run_id: UUID | None = None
     blocking_run_status: RunStatus | None = None
+    training_run_id: UUID | None = None
+    status: RunStatus | None = None
