@@ -339,12 +339,9 @@ class Corpus:
 
 
 def _load_dataset(path: str, token: str | None) -> Any:
-    import deeplake
+    from deepmem.adapters.deeplake_source import open_dataset
 
-    try:
-        return deeplake.load(path, read_only=True, token=token, verbose=False)
-    except Exception as exc:  # deeplake raises many unrelated types for a missing dataset
-        raise DatasetError(f"cannot open dataset {path}: {exc}") from exc
+    return open_dataset(path, token)
 
 
 def load_corpus(path: str, token: str | None = None, dataset: Any | None = None) -> Corpus:
