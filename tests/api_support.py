@@ -3,7 +3,6 @@ and a loopback JWKS server with test signing keys."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 import time
@@ -18,6 +17,7 @@ from uuid import UUID, uuid4
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from deepmem.adapters import lambda_functions
 from deepmem.api.server import http_api_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,13 +25,8 @@ ADMIN_ID = UUID("00000000-0000-4000-8000-0000000000ad")
 
 
 def load_function(name: str) -> ModuleType:
-    """`functions/<name>/app.py` as a module (every function's module is called `app`)."""
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"deepmem_function_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """`functions/<name>/app.py` as a module, loaded as the local workflow loads it."""
+    return lambda_functions.load_function(name)
 
 
 @dataclass(frozen=True)

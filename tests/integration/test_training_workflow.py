@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deepmem import wiring
 from deepmem.adapters.artifacts import LocalArtifactStore
+from deepmem.adapters.lambda_functions import load_function
 from deepmem.adapters.local_workflow import LocalWorkflow
 from deepmem.adapters.query_adapter import QueryAdapterTrainer
 from deepmem.domain.models import BatchRecord, ChunkQuestions, TrainingRun
@@ -21,8 +21,8 @@ from deepmem.services.training import TrainingService
 from tests.fakes.embedder_small import write_planted_dataset
 from tests.fakes.memory_store import MemoryRunStore
 
-train_app = wiring.load_handler("train")
-record_failure_app = wiring.load_handler("record_failure")
+train_app = load_function("train")
+record_failure_app = load_function("record_failure")
 
 
 @pytest.fixture

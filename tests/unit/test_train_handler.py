@@ -9,7 +9,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from deepmem import wiring
+from deepmem.adapters.lambda_functions import load_function
 from deepmem.domain.errors import TrainingError
 from deepmem.domain.models import BatchRecord, ChunkQuestions
 from deepmem.domain.status import RunStatus
@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from tests.fakes.memory_store import MemoryRunStore
 from tests.fakes.trainer import ScriptedTrainer
 
-app = wiring.load_handler("train")
+app = load_function("train")
 
 
 def _service(trainer: ScriptedTrainer) -> tuple[TrainingService, str]:

@@ -6,41 +6,33 @@ numpy on a cold start. Handlers cache what they build for the life of a warm con
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from deepmem.config import Config, load_config
 from deepmem.domain.errors import DeepmemError
 
 if TYPE_CHECKING:
-    from deepmem.domain.models import Settings
-    from deepmem.ports import ChunkSource, QuestionGenerator, RunStore, Workflow
+    from deepmem.domain.models import Settings, TrainerKind, TrainingRun
+    from deepmem.ports import ChunkSource, Embedder, QuestionGenerator, RunStore, Trainer, Workflow
     from deepmem.services.generation import GenerationService
+    from deepmem.services.training import TrainerFactory, TrainingService
 
 __all__ = [
     "Config",
     "ConfigurationError",
     "build_generation_service",
+    "build_local_workflow",
     "build_run_store",
+    "build_training_service",
     "build_workflow",
     "chunk_source_for",
+    "embedder_for_model",
+    "forget_run_stores",
     "generator_for",
     "load_config",
-    "load_handler",
     "shared_run_store",
 ]
-
-#: The Lambda functions the state machine invokes, by template logical id.
-STATE_MACHINE_FUNCTIONS = {
-    "GenerateBatchFunction": "generate_batch",
-    "TrainFunction": "train",
-    "RecordFailureFunction": "record_failure",
-}
 
 
 class ConfigurationError(DeepmemError):
@@ -156,42 +148,9 @@ def build_local_workflow(
     config: Config, handlers: Mapping[str, Any] | None = None, **options: Any
 ) -> Workflow:
     """The deployed ASL on moto's interpreter; by default with the real Lambda handlers."""
-    from deepmem.adapters.local_workflow import LocalWorkflow
+    from deepmem.adapters.local_workflow import LocalWorkflow, function_handlers
 
-    if handlers is None:
-        handlers = {
-            logical_id: load_handler(name).handler
-            for logical_id, name in STATE_MACHINE_FUNCTIONS.items()
-        }
-    return LocalWorkflow(handlers, **options)
-
-
-def repo_root() -> Path:
-    override = os.environ.get("DEEPMEM_ROOT")
-    return Path(override) if override else Path(__file__).resolve().parents[3]
-
-
-def load_handler(name: str) -> ModuleType:
-    """`functions/<name>/app.py` as a module (they are not a package: each is a Lambda)."""
-    path = repo_root() / "functions" / name / "app.py"
-    module_name = f"deepmem_function_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigurationError(f"no handler at {path}")
-    module = importlib.util.module_from_spec(spec)
-    # Registered before it runs, as an import would: pydantic resolves the module's
-    # postponed annotations through sys.modules.
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# --- training (issue 6) ---------------------------------------------------------------------
-
-if TYPE_CHECKING:
-    from deepmem.domain.models import TrainerKind, TrainingRun
-    from deepmem.ports import Embedder, Trainer
-    from deepmem.services.training import TrainerFactory, TrainingService
+    return LocalWorkflow(handlers if handlers is not None else function_handlers(), **options)
 
 
 def embedder_for_model(config: Config, model_name: str) -> Embedder:

@@ -55,12 +55,10 @@ record-failure handler itself, as the deployed rule would.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import logging
 import re
-import sys
 import threading
 import time
 import traceback
@@ -85,6 +83,7 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_funct
     WaitFunction,
 )
 
+from deepmem.adapters.lambda_functions import functions_dir, load_function
 from deepmem.adapters.step_functions import StepFunctionsWorkflow
 from deepmem.domain.errors import WorkflowError
 from deepmem.domain.status import Phase
@@ -96,7 +95,7 @@ VERIFIED_MOTO_VERSION = "5.2.5"
 
 DEFINITION_PATH = Path(__file__).resolve().parents[4] / "statemachine" / "training.asl.json"
 
-FUNCTIONS_DIR = DEFINITION_PATH.parents[1] / "functions"
+FUNCTIONS_DIR = functions_dir()
 
 #: The functions the ASL names, as `${<Name>Arn}` placeholders (the template's logical ids),
 #: and their folders under functions/.
@@ -143,25 +142,10 @@ class LocalLambdaContext:
 def function_handlers(functions_dir: Path = FUNCTIONS_DIR) -> dict[str, Handler]:
     """The deployed task handlers (`functions/<folder>/app.py`'s `handler`), by logical id:
     what the composition root gives `LocalWorkflow` so the cloud's code runs here."""
-    handlers: dict[str, Handler] = {}
-    for logical_id, folder in TASK_FUNCTIONS.items():
-        module_name = f"deepmem_function_{folder}"
-        module = sys.modules.get(module_name)
-        if module is None:
-            path = functions_dir / folder / "app.py"
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            if spec is None or spec.loader is None:
-                raise WorkflowError(f"cannot load the handler of {logical_id} from {path}")
-            module = importlib.util.module_from_spec(spec)
-            # Registered first: pydantic resolves a model's annotations through sys.modules.
-            sys.modules[module_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[module_name]
-                raise
-        handlers[logical_id] = module.handler
-    return handlers
+    return {
+        logical_id: load_function(folder, functions_dir).handler
+        for logical_id, folder in TASK_FUNCTIONS.items()
+    }
 
 
 def placeholders(definition: str) -> set[str]:

@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from deepmem.adapters.lambda_functions import load_function
 from deepmem.cli.runtime import ProcessLock, Runtime
 from deepmem.config import load_config
 from deepmem.domain.chunks import Chunk
@@ -111,9 +112,9 @@ def demo_handlers(fault: DemoFault) -> Any:
         training = TrainingService(
             runtime.store, lambda kind, run: FaultyTrainer(trainers(kind, run), fault)
         )
-        generate_batch = wiring.load_handler("generate_batch")
-        train = wiring.load_handler("train")
-        record_failure = wiring.load_handler("record_failure")
+        generate_batch = load_function("generate_batch")
+        train = load_function("train")
+        record_failure = load_function("record_failure")
         return {
             "GenerateBatchFunction": lambda event, context: generate_batch.handle(
                 event, generation, context
