@@ -11,6 +11,7 @@ from uuid import UUID
 from deepmem.adapters.dataset_builder import build_dataset
 from deepmem.config import Config
 from deepmem.domain.chunks import Lane
+from deepmem.ports import Embedder
 from deepmem.services.generation import GenerationService
 from deepmem.wiring import build_generation_service
 
@@ -43,9 +44,10 @@ def write_corpus(folder: Path, documents: int) -> Path:
     return folder
 
 
-def build_test_dataset(folder: Path, documents: int) -> str:
+def build_test_dataset(folder: Path, documents: int, embedder: Embedder | None = None) -> str:
     path = str(folder / "dataset")
-    count = build_dataset(write_corpus(folder / "corpus", documents), path, HashingEmbedder(16))
+    corpus = write_corpus(folder / "corpus", documents)
+    count = build_dataset(corpus, path, embedder or HashingEmbedder(16))
     assert count == documents, f"expected one chunk per document, got {count}"
     return path
 
