@@ -8,10 +8,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from deepmem.adapters.embedded_postgres import EmbeddedPostgres
@@ -152,3 +154,75 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_eval_reports_base_and_adapter_recall(
+    demo_home: Path, demo_summary: dict[str, object], tmp_path: Path
+) -> None:
+    page = deepmem(demo_home, "pairs", str(demo_summary["run_id"]), "--limit", "30", "--json")
+    assert page.returncode == 0, page.stderr
+    judged = [
+        {"query": p["question"], "relevant": [p["chunk_id"]]} for p in json.loads(page.stdout)
+    ]
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("\n".join(json.dumps(j) for j in judged))
+    result = deepmem(demo_home, "eval", str(queries))
+    assert result.returncode == 0, result.stderr
+    assert "30 queries (0 skipped)" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if "recall@10" in line]
+    assert rows, result.stdout
+    numbers = [float(x) for x in rows[0].replace("│", " ").split()[1:3]]
+    assert all(0.0 < n <= 1.0 for n in numbers)  # base and adapter both reported
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "no judgments"}\n')
+    refused = deepmem(demo_home, "eval", str(bad))
+    assert refused.returncode == 1
+    assert "bad.jsonl:1" in refused.stderr
+
+
+def test_serve_answers_the_api_for_the_same_data(
+    demo_home: Path, demo_summary: dict[str, object]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SUPABASE"))}
+    env |= {"DEEPMEM_HOME": str(demo_home), "COLUMNS": "4000", "DEEPMEM_DATASET": ""}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "deepmem.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        token = None
+        assert server.stdout is not None
+        for line in server.stdout:
+            if line.startswith("Authorization: Bearer "):
+                token = line.split()[-1]
+            if "serving the API" in line:
+                break
+        assert token, "the server prints a local admin token"
+        base = f"http://127.0.0.1:{port}/v1/api/deep-memory"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(f"{base}/runs", headers={"Authorization": f"Bearer {token}"})
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+        runs = answer.json()["runs"]
+        assert runs[0]["id"] == demo_summary["run_id"]
+        assert runs[0]["pair_count"] == demo_summary["pairs"]
+        assert httpx.get(f"{base}/runs").status_code == 401
+        forged = httpx.get(f"{base}/runs", headers={"Authorization": f"Bearer {token}x"})
+        assert forged.status_code == 401
+        assert "detail" in forged.json()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
