@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated, Any
 from uuid import UUID
@@ -358,3 +358,30 @@ app = build_resolver(*ALL_ROUTERS)
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+def lambda_handler(*routers: Router) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda entry point of one API function: its routes behind Powertools' decorator
+    stack (tracing, the request's correlation id on every log line, metrics per status class)."""
+    from aws_lambda_powertools import Metrics, Tracer
+    from aws_lambda_powertools.logging import correlation_paths
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    logger = Logger(service="deepmem-api")
+    tracer = Tracer(service="deepmem-api")
+    metrics = Metrics(service="deepmem-api")
+    resolver = build_resolver(*routers)
+
+    @tracer.capture_lambda_handler
+    @logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True
+    )
+    @metrics.log_metrics(capture_cold_start_metric=True)
+    def entry(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        response = resolver.resolve(event, context)
+        metrics.add_metric(
+            name=f"Responses{response['statusCode'] // 100}xx", unit=MetricUnit.Count, value=1
+        )
+        return response
+
+    return entry
