@@ -80,6 +80,26 @@ $$;
 create or replace function public.training_run_lock_key() returns bigint
 language sql immutable as $$ select 7012436587001::bigint $$;
 
+-- The row lock every write of a run starts with: it serialises writers of one run, so
+-- counters always equal the rows they count. Returns the run's status; DM404 when unknown,
+-- DM409 (status in the detail) when `p_required` is given and the run is not in it.
+create or replace function public.lock_training_run(p_run_id uuid, p_required text default null)
+returns text language plpgsql as $$
+declare
+  v_status text;
+begin
+  select status into v_status from public.training_runs where id = p_run_id for update;
+  if not found then
+    raise exception 'training run % not found', p_run_id using errcode = 'DM404';
+  end if;
+  if p_required is not null and v_status <> p_required then
+    raise exception 'training run % is %, not %', p_run_id, v_status, p_required
+      using errcode = 'DM409', detail = v_status;
+  end if;
+  return v_status;
+end
+$$;
+
 create or replace function public.create_training_run(
   p_dataset text, p_user_id uuid default null, p_run_id uuid default null
 ) returns jsonb language plpgsql as $$
@@ -158,17 +178,8 @@ $$;
 
 create or replace function public.set_training_run_total(p_run_id uuid, p_total_chunks integer)
 returns setof public.training_runs language plpgsql as $$
-declare
-  v_status text;
 begin
-  select status into v_status from public.training_runs where id = p_run_id for update;
-  if not found then
-    raise exception 'training run % not found', p_run_id using errcode = 'DM404';
-  end if;
-  if v_status <> 'generating' then
-    raise exception 'training run % is %, not generating', p_run_id, v_status
-      using errcode = 'DM409', detail = v_status;
-  end if;
+  perform public.lock_training_run(p_run_id, 'generating');
   return query update public.training_runs set total_chunks = p_total_chunks
                 where id = p_run_id returning *;
 end
@@ -176,17 +187,8 @@ $$;
 
 create or replace function public.set_training_run_job(p_run_id uuid, p_job_id text)
 returns setof public.training_runs language plpgsql as $$
-declare
-  v_status text;
 begin
-  select status into v_status from public.training_runs where id = p_run_id for update;
-  if not found then
-    raise exception 'training run % not found', p_run_id using errcode = 'DM404';
-  end if;
-  if v_status <> 'training' then
-    raise exception 'training run % is %, not training', p_run_id, v_status
-      using errcode = 'DM409', detail = v_status;
-  end if;
+  perform public.lock_training_run(p_run_id, 'training');
   return query update public.training_runs set deeplake_job_id = p_job_id
                 where id = p_run_id returning *;
 end
@@ -209,20 +211,11 @@ create or replace function public.record_training_batch(
   p_run_id uuid, p_chunks jsonb, p_llm_calls integer default 0, p_tokens_used bigint default 0
 ) returns jsonb language plpgsql as $$
 declare
-  v_status text;
   v_new_chunks integer;
   v_new_pairs integer;
   v_run public.training_runs;
 begin
-  -- The row lock serialises batches of one run, so counters always equal their rows.
-  select status into v_status from public.training_runs where id = p_run_id for update;
-  if not found then
-    raise exception 'training run % not found', p_run_id using errcode = 'DM404';
-  end if;
-  if v_status <> 'generating' then
-    raise exception 'training run % is %, not generating', p_run_id, v_status
-      using errcode = 'DM409', detail = v_status;
-  end if;
+  perform public.lock_training_run(p_run_id, 'generating');
 
   with input as (
     select c.value ->> 'chunk_id' as chunk_id,
@@ -285,10 +278,7 @@ declare
   v_status text;
   v_pairs integer;
 begin
-  select status into v_status from public.training_runs where id = p_run_id for update;
-  if not found then
-    raise exception 'training run % not found', p_run_id using errcode = 'DM404';
-  end if;
+  v_status := public.lock_training_run(p_run_id);
   if v_status not in ('generating_failed', 'training_failed', 'generated') then
     raise exception 'training run % is %: only failed or generated runs can be deleted',
       p_run_id, v_status using errcode = 'DM409', detail = v_status;
