@@ -114,6 +114,7 @@ class MemoryRunStore:
         *,
         error_message: str | None = None,
         next_attempt: bool = False,
+        attempt: int | None = None,
     ) -> TrainingRun | None:
         allowed = {expected} if isinstance(expected, RunStatus) else set(expected)
         with self._lock:
@@ -121,7 +122,7 @@ class MemoryRunStore:
             # Like the SQL function: a forbidden move is an error whatever the current status.
             if any(not can_transition(status, target) for status in allowed):
                 raise InvalidTransitionError(run_id, run.status, target)
-            if run.status not in allowed:
+            if run.status not in allowed or (attempt is not None and run.attempt != attempt):
                 return None
             if target is RunStatus.GENERATED and run.processed_chunks < run.total_chunks:
                 raise IncompleteGenerationError(f"training run {run_id} has unprocessed chunks")

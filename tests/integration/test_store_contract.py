@@ -252,3 +252,21 @@ def test_settings_round_trip_and_lock(store: RunStore) -> None:
         store.update_settings(Settings())
     assert caught.value.blocking_run_id == str(run.id)
     assert store.get_settings() == changed
+
+
+def test_compare_and_set_on_the_attempt(store: RunStore) -> None:
+    run_id = _move_to(store, RunStatus.GENERATING_FAILED)
+    proceeded = store.transition(
+        run_id, RunStatus.GENERATING_FAILED, RunStatus.GENERATING, next_attempt=True
+    )
+    assert proceeded is not None and proceeded.attempt == 2
+    # A failure reported for attempt 1 arrives after the proceed: it changes nothing.
+    stale = store.transition(
+        run_id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED, error_message="old", attempt=1
+    )
+    assert stale is None
+    assert store.get_run(run_id).status == RunStatus.GENERATING
+    current = store.transition(
+        run_id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED, error_message="new", attempt=2
+    )
+    assert current is not None and current.error_message == "new"

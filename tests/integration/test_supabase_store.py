@@ -69,7 +69,7 @@ CALLS: list[tuple[Callable[[SupabaseStore], Any], str, set[str]]] = [
     (
         lambda s: s.transition(RUN, RunStatus.GENERATING, RunStatus.GENERATING_FAILED),
         "transition_training_run",
-        {"p_run_id", "p_expected", "p_target", "p_error_message", "p_next_attempt"},
+        {"p_run_id", "p_expected", "p_target", "p_error_message", "p_next_attempt", "p_attempt"},
     ),
     (lambda s: s.delete_run(RUN), "delete_training_run", {"p_run_id"}),
     (lambda s: s.get_settings(), "get_deep_memory_settings", set()),

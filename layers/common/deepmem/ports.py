@@ -47,11 +47,12 @@ class RunStore(Protocol):
         *,
         error_message: str | None = None,
         next_attempt: bool = False,
+        attempt: int | None = None,
     ) -> TrainingRun | None:
         """Compare-and-set: move from one of `expected` to `target`; None when the run was
-        not in an expected status. Raise InvalidTransitionError for a move DESIGN §2
-        forbids, RunNotFoundError when unknown. Entering an active status clears the
-        error; `next_attempt` increments `attempt`."""
+        not in an expected status (or, with `attempt`, not at that attempt). Raise
+        InvalidTransitionError for a move DESIGN §2 forbids, RunNotFoundError when unknown.
+        Entering an active status clears the error; `next_attempt` increments `attempt`."""
         ...
 
     def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun: ...

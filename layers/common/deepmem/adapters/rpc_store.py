@@ -102,6 +102,7 @@ class RpcRunStore(ABC):
         *,
         error_message: str | None = None,
         next_attempt: bool = False,
+        attempt: int | None = None,
     ) -> TrainingRun | None:
         statuses = [expected] if isinstance(expected, RunStatus) else list(expected)
         rows = self._call_rows(
@@ -112,6 +113,7 @@ class RpcRunStore(ABC):
                 "p_target": str(target),
                 "p_error_message": error_message,
                 "p_next_attempt": next_attempt,
+                "p_attempt": attempt,
             },
             run_id=run_id,
             target=target,

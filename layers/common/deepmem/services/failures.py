@@ -211,13 +211,14 @@ def record_failure(store: RunStore, report: FailureReport) -> FailureOutcome:
             active_status(report.phase),
             failed_status(report.phase),
             error_message=report.error_message,
+            attempt=report.attempt,
         )
     except RunNotFoundError:
         logger.info("failure of a run that no longer exists ignored")
         return FailureOutcome(report=report, run=None, skipped="not_found")
     if failed is None:
         logger.info(
-            "run no longer in its active status; failure not recorded",
+            "run no longer in this attempt's active status; failure not recorded",
             extra={"last_seen_status": run.status.value},
         )
         return FailureOutcome(report=report, run=None, skipped="not_active")
