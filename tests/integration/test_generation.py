@@ -117,7 +117,7 @@ def test_persistent_outage_fails_the_batch_and_loses_nothing(
 def test_refused_request_fails_at_once_with_a_clear_message(
     postgres_store: PostgresStore, database_url: str, dataset: str, llm: FakeLLMServer
 ) -> None:
-    _configure(postgres_store, max_chunks_per_run=10, lanes=1, batch_size=10, concurrency=1)
+    _configure(postgres_store, max_chunks_per_run=10, lanes=1, batch_size=10, concurrency=4)
     llm.configure(fail_first=1, fail_status=401)
     run = postgres_store.create_run(dataset, None)
     svc = service(database_url, llm.base_url)
@@ -127,12 +127,14 @@ def test_refused_request_fails_at_once_with_a_clear_message(
     assert not isinstance(caught.value, TransientGenerationError)
     assert "401" in str(caught.value)
     assert llm.stats()["by_status"]["401"] == 1  # no retry
-    # The other nine chunks were generated and kept: resume asks only for the one that failed.
-    assert postgres_store.get_run(run.id).processed_chunks == 9
+    # No new chunk starts after the refusal; the ones in flight finish and are kept.
+    asked = llm.stats()["chat"]
+    assert asked < 10
+    assert postgres_store.get_run(run.id).processed_chunks == asked - 1
     llm.configure(fail_first=0)
     llm.reset()
     walk_lanes(svc, run.id)
-    assert llm.stats()["chat"] == 1
+    assert llm.stats()["chat"] == 10 - (asked - 1)
 
 
 def test_malformed_output_and_meta_lines_keep_the_database_consistent(

@@ -277,6 +277,10 @@ class OpenAIQuestionGenerator:
             request["temperature"] = self.temperature
         return request
 
+    async def aclose(self) -> None:
+        """Close the HTTP client while its event loop still runs."""
+        await self._client.close()
+
     async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
         request = self._request(chunk, count)
         retries = 0

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict
 from deepmem.domain.chunks import Chunk, Lane, split_into_lanes
 from deepmem.domain.errors import (
     DatasetError,
-    GenerationError,
     InvalidTransitionError,
 )
 from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, TrainingRun
@@ -121,34 +120,44 @@ class GenerationService:
         settings = self._store.get_settings()
         source = self._chunk_source_for(run.dataset)
         generator = self._generator_for(settings)
-        tally = _Tally()
-        slowest_ms = 0.0
-        while not lane.done:
-            started = time.monotonic()
-            stop = min(lane.cursor + settings.batch_size, lane.stop)
-            chunks = source.read(lane.cursor, stop)
-            if len(chunks) != stop - lane.cursor:
-                raise DatasetError(
-                    f"dataset {run.dataset} returned {len(chunks)} chunks for "
-                    f"[{lane.cursor}, {stop}): did it change during the run?"
-                )
-            run = await self._process(run, chunks, generator, settings, tally)
-            if on_progress is not None:
-                on_progress(run)
-            lane = lane.model_copy(update={"cursor": stop})
-            slowest_ms = max(slowest_ms, (time.monotonic() - started) * 1000)
-            if remaining_ms is not None and remaining_ms() < max(MIN_REMAINING_MS, 2 * slowest_ms):
-                break
+        stream = _ChunkStream(self._store, run, generator, settings, on_progress)
+        cursor = lane.cursor
+        try:
+            while cursor < lane.stop and not stream.failures:
+                if remaining_ms is not None and remaining_ms() < stream.margin_ms():
+                    break
+                stop = min(cursor + settings.batch_size, lane.stop)
+                chunks = source.read(cursor, stop)
+                if len(chunks) != stop - cursor:
+                    raise DatasetError(
+                        f"dataset {run.dataset} returned {len(chunks)} chunks for "
+                        f"[{cursor}, {stop}): did it change during the run?"
+                    )
+                done = self._store.processed_chunk_ids(run.id, [c.id for c in chunks])
+                for chunk in chunks:
+                    if chunk.id not in done:
+                        await stream.submit(chunk)
+                cursor = stop
+            await stream.drain()
+        finally:
+            await stream.close()
+        stream.raise_failure()
+        lane = lane.model_copy(update={"cursor": cursor})
         logger.info(
             "lane progress",
-            extra={"lane": lane.lane, "cursor": lane.cursor, "stop": lane.stop, **tally.__dict__},
+            extra={
+                "lane": lane.lane,
+                "cursor": lane.cursor,
+                "stop": lane.stop,
+                **stream.tally.__dict__,
+            },
         )
         return LaneProgress(
             run_id=run_id,
-            attempt=run.attempt,
+            attempt=stream.run.attempt,
             lane=lane,
             done=lane.done,
-            **tally.__dict__,
+            **stream.tally.__dict__,
         )
 
     def finish(self, run_id: UUID) -> TrainingRun:
@@ -171,61 +180,105 @@ class GenerationService:
             raise InvalidTransitionError(run_id, run.status, RunStatus.GENERATING)
         return run
 
-    async def _process(
+
+class _ChunkStream:
+    """Chunks go to the generator as a stream: a new one starts whenever one of the
+    `concurrency` slots frees, across batch boundaries, so one slow answer never idles the
+    other slots. Answers are recorded every `batch_size` (one transaction each); on a failure
+    no new chunk starts, the ones in flight finish, and every answer is recorded before the
+    error is raised, so resume never pays for a chunk twice."""
+
+    def __init__(
         self,
+        store: RunStore,
         run: TrainingRun,
-        chunks: list[Chunk],
         generator: QuestionGenerator,
         settings: Settings,
-        tally: _Tally,
-    ) -> TrainingRun:
-        done = self._store.processed_chunk_ids(run.id, [c.id for c in chunks])
-        todo = [c for c in chunks if c.id not in done]
-        if not todo:
-            return run
-        results = await _generate_all(
-            generator, todo, settings.questions_per_chunk, settings.concurrency
+        on_progress: Callable[[TrainingRun], None] | None,
+    ) -> None:
+        self.run = run
+        self.tally = _Tally()
+        self.failures: list[Exception] = []
+        self._store = store
+        self._generator = generator
+        self._count = settings.questions_per_chunk
+        self._record_every = settings.batch_size
+        self._on_progress = on_progress
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._answered: list[GeneratedQuestions] = []
+        self._slowest_ms = 0.0
+
+    def margin_ms(self) -> float:
+        """Time to keep in hand before starting more: the in-flight chunks must finish."""
+        return max(MIN_REMAINING_MS, 2 * self._slowest_ms)
+
+    async def submit(self, chunk: Chunk) -> None:
+        await self._slots.acquire()
+        if self.failures:
+            self._slots.release()
+            return
+        task = asyncio.create_task(self._generate(chunk))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        if len(self._answered) >= self._record_every:
+            self._record()
+
+    async def drain(self) -> None:
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        self._record()
+
+    async def close(self) -> None:
+        for task in self._in_flight:
+            task.cancel()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        close = getattr(self._generator, "aclose", None)
+        if close is not None:
+            await close()
+
+    def raise_failure(self) -> None:
+        if not self.failures:
+            return
+        first = self.failures[0]
+        logger.warning(
+            "chunks failed",
+            extra={"failed": len(self.failures), "error": str(first), **self.tally.__dict__},
         )
-        succeeded = [r for r in results if isinstance(r, GeneratedQuestions)]
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if succeeded:
-            # What succeeded is kept even when a sibling failed: resume won't pay for it twice.
-            outcome = self._store.record_batch(
-                BatchRecord(
-                    run_id=run.id,
-                    chunks=[
-                        ChunkQuestions(chunk_id=r.chunk_id, questions=r.questions)
-                        for r in succeeded
-                    ],
-                    llm_calls=sum(r.llm_calls for r in succeeded),
-                    tokens_used=sum(r.tokens_used for r in succeeded),
-                )
+        raise first
+
+    async def _generate(self, chunk: Chunk) -> None:
+        started = time.monotonic()
+        try:
+            answer = await self._generator.generate(chunk, self._count)
+            # Appended after the await: `_record` swaps the list meanwhile.
+            self._answered.append(answer)
+        except Exception as exc:
+            self.failures.append(exc)
+        finally:
+            self._slowest_ms = max(self._slowest_ms, (time.monotonic() - started) * 1000)
+            self._slots.release()
+
+    def _record(self) -> None:
+        if not self._answered:
+            return
+        answered, self._answered = self._answered, []
+        outcome = self._store.record_batch(
+            BatchRecord(
+                run_id=self.run.id,
+                chunks=[
+                    ChunkQuestions(chunk_id=r.chunk_id, questions=r.questions) for r in answered
+                ],
+                llm_calls=sum(r.llm_calls for r in answered),
+                tokens_used=sum(r.tokens_used for r in answered),
             )
-            run = outcome.run
-            tally.new_chunks += outcome.new_chunks
-            tally.new_pairs += outcome.new_pairs
-            tally.llm_calls += sum(r.llm_calls for r in succeeded)
-            tally.retries += sum(r.retries for r in succeeded)
-            tally.tokens_used += sum(r.tokens_used for r in succeeded)
-        if failures:
-            first = failures[0]
-            logger.warning(
-                "chunks failed in batch",
-                extra={"failed": len(failures), "recorded": len(succeeded), "error": str(first)},
-            )
-            if isinstance(first, Exception):
-                raise first
-            raise GenerationError(str(first))
-        return run
-
-
-async def _generate_all(
-    generator: QuestionGenerator, chunks: list[Chunk], count: int, concurrency: int
-) -> list[GeneratedQuestions | BaseException]:
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(chunk: Chunk) -> GeneratedQuestions:
-        async with gate:
-            return await generator.generate(chunk, count)
-
-    return await asyncio.gather(*(one(c) for c in chunks), return_exceptions=True)
+        )
+        self.run = outcome.run
+        self.tally.new_chunks += outcome.new_chunks
+        self.tally.new_pairs += outcome.new_pairs
+        self.tally.llm_calls += sum(r.llm_calls for r in answered)
+        self.tally.retries += sum(r.retries for r in answered)
+        self.tally.tokens_used += sum(r.tokens_used for r in answered)
+        if self._on_progress is not None:
+            self._on_progress(self.run)
