@@ -2,9 +2,8 @@
 
 Mapped by type, never by message: 404 unknown run; 409 a move the lifecycle forbids, a blocking
 run (with `blocking_run_id`/`blocking_run_status`), locked settings, settings the dataset cannot
-honour; 422 invalid input; 401 no
-verified caller; 415 a body that is not JSON; 503 the store or the workflow engine failing;
-500 anything else.
+honour; 422 invalid input; 401 no verified caller; 415 a body that is not JSON; 503 the store
+or the workflow engine failing; 500 anything else.
 """
 
 from __future__ import annotations
