@@ -332,9 +332,10 @@ class OpenAIQuestionGenerator:
 
     def _delay(self, retries: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            # The server said when; a little jitter keeps concurrent callers from returning
-            # in the same instant.
-            return min(retry_after, self.max_retry_after) + self._rng() * self.backoff_base
+            # The server said when; a little jitter (a tenth of the wait) keeps concurrent
+            # callers from returning in the same instant without idling past the hint.
+            wait = min(retry_after, self.max_retry_after)
+            return wait + self._rng() * max(0.05, 0.1 * wait)
         return backoff_delay(retries, self.backoff_base, self.backoff_cap, self._rng)
 
     async def _call(self, request: dict[str, Any], chunk: Chunk) -> Any:
