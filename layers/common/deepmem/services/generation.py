@@ -149,6 +149,7 @@ class GenerationService:
                 "lane": lane.lane,
                 "cursor": lane.cursor,
                 "stop": lane.stop,
+                "concurrency_limit": round(stream.slots.limit, 1),
                 **stream.tally.__dict__,
             },
         )
@@ -181,12 +182,48 @@ class GenerationService:
         return run
 
 
+class AdaptiveSlots:
+    """At most `limit` chunks in flight. The limit backs off when the LLM pushes back (an
+    answer that needed retries: 429, 5xx, a timeout) and creeps back up while it does not:
+    additive increase, multiplicative decrease, at most one cut per round trip (calls sent
+    before a cut were sent under the old limit). So a rate-limited endpoint is driven at its
+    rate, not hammered into Retry-After waits."""
+
+    def __init__(self, maximum: int, backoff: float = 0.75) -> None:
+        self.maximum = maximum
+        self.limit = float(maximum)
+        self.active = 0
+        self._backoff = backoff
+        self._last_cut = float("-inf")
+        self._changed = asyncio.Condition()
+
+    async def acquire(self) -> float:
+        """Wait for a slot; return when the call starts (to pass back to `release`)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.active < max(1, int(self.limit)))
+            self.active += 1
+        return time.monotonic()
+
+    async def release(self, started: float, pushed_back: bool | None) -> None:
+        """`pushed_back`: True when the call needed retries, False when it did not, None when
+        it says nothing about the endpoint's load (it failed, or never ran)."""
+        async with self._changed:
+            self.active -= 1
+            if pushed_back and started >= self._last_cut:
+                self.limit = max(1.0, self.limit * self._backoff)
+                self._last_cut = time.monotonic()
+            elif pushed_back is False:
+                self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
+            self._changed.notify_all()
+
+
 class _ChunkStream:
-    """Chunks go to the generator as a stream: a new one starts whenever one of the
-    `concurrency` slots frees, across batch boundaries, so one slow answer never idles the
-    other slots. Answers are recorded every `batch_size` (one transaction each); on a failure
-    no new chunk starts, the ones in flight finish, and every answer is recorded before the
-    error is raised, so resume never pays for a chunk twice."""
+    """Chunks go to the generator as a stream: a new one starts whenever a slot frees
+    (`concurrency` of them, fewer while the LLM pushes back: `AdaptiveSlots`), across batch
+    boundaries, so one slow answer never idles the other slots. Answers are recorded every
+    `batch_size` (one transaction each); on a failure no new chunk starts, the ones in flight
+    finish, and every answer is recorded before the error is raised, so resume never pays for
+    a chunk twice."""
 
     def __init__(
         self,
@@ -204,7 +241,7 @@ class _ChunkStream:
         self._count = settings.questions_per_chunk
         self._record_every = settings.batch_size
         self._on_progress = on_progress
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.slots = AdaptiveSlots(settings.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._answered: list[GeneratedQuestions] = []
         self._slowest_ms = 0.0
@@ -214,11 +251,11 @@ class _ChunkStream:
         return max(MIN_REMAINING_MS, 2 * self._slowest_ms)
 
     async def submit(self, chunk: Chunk) -> None:
-        await self._slots.acquire()
+        started = await self.slots.acquire()
         if self.failures:
-            self._slots.release()
+            await self.slots.release(started, None)
             return
-        task = asyncio.create_task(self._generate(chunk))
+        task = asyncio.create_task(self._generate(chunk, started))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         if len(self._answered) >= self._record_every:
@@ -248,17 +285,18 @@ class _ChunkStream:
         )
         raise first
 
-    async def _generate(self, chunk: Chunk) -> None:
-        started = time.monotonic()
+    async def _generate(self, chunk: Chunk, started: float) -> None:
+        pushed_back: bool | None = None
         try:
             answer = await self._generator.generate(chunk, self._count)
+            pushed_back = answer.retries > 0
             # Appended after the await: `_record` swaps the list meanwhile.
             self._answered.append(answer)
         except Exception as exc:
             self.failures.append(exc)
         finally:
             self._slowest_ms = max(self._slowest_ms, (time.monotonic() - started) * 1000)
-            self._slots.release()
+            await self.slots.release(started, pushed_back)
 
     def _record(self) -> None:
         if not self._answered:
