@@ -102,17 +102,15 @@ class GenerationService:
         run_id: UUID,
         lane: Lane,
         remaining_ms: Callable[[], int] | None = None,
-        on_progress: Callable[[TrainingRun], None] | None = None,
     ) -> LaneProgress:
-        """Walk the lane batch by batch until it is done or the invocation's time runs low."""
-        return asyncio.run(self._walk(run_id, lane, remaining_ms, on_progress))
+        """Walk the lane until it is done or the invocation's time runs low."""
+        return asyncio.run(self._walk(run_id, lane, remaining_ms))
 
     async def _walk(
         self,
         run_id: UUID,
         lane: Lane,
         remaining_ms: Callable[[], int] | None,
-        on_progress: Callable[[TrainingRun], None] | None,
     ) -> LaneProgress:
         # One event loop per invocation, and the generator (with its HTTP client) made inside
         # it: an async client must not outlive the loop it was used on.
@@ -120,7 +118,7 @@ class GenerationService:
         settings = self._store.get_settings()
         source = self._chunk_source_for(run.dataset)
         generator = self._generator_for(settings)
-        stream = _ChunkStream(self._store, run, generator, settings, on_progress)
+        stream = _ChunkStream(self._store, run, generator, settings)
         cursor = lane.cursor
         try:
             while cursor < lane.stop and not stream.failures:
@@ -231,7 +229,6 @@ class _ChunkStream:
         run: TrainingRun,
         generator: QuestionGenerator,
         settings: Settings,
-        on_progress: Callable[[TrainingRun], None] | None,
     ) -> None:
         self.run = run
         self.tally = _Tally()
@@ -240,7 +237,6 @@ class _ChunkStream:
         self._generator = generator
         self._count = settings.questions_per_chunk
         self._record_every = settings.batch_size
-        self._on_progress = on_progress
         self.slots = AdaptiveSlots(settings.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._answered: list[GeneratedQuestions] = []
@@ -318,5 +314,3 @@ class _ChunkStream:
         self.tally.llm_calls += sum(r.llm_calls for r in answered)
         self.tally.retries += sum(r.retries for r in answered)
         self.tally.tokens_used += sum(r.tokens_used for r in answered)
-        if self._on_progress is not None:
-            self._on_progress(self.run)
