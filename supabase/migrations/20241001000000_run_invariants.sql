@@ -143,7 +143,8 @@ create or replace function public.transition_training_run(
   p_expected text[],
   p_target text,
   p_error_message text default null,
-  p_next_attempt boolean default false
+  p_next_attempt boolean default false,
+  p_attempt integer default null
 ) returns setof public.training_runs language plpgsql as $$
 declare
   v_current text;
@@ -172,6 +173,8 @@ begin
                                 else coalesce(p_error_message, error_message) end,
            attempt = attempt + case when p_next_attempt then 1 else 0 end
      where id = p_run_id and status = any(p_expected)
+       -- On the attempt too: an old execution's failure never fails a newer attempt.
+       and (p_attempt is null or attempt = p_attempt)
     returning *;
 end
 $$;
