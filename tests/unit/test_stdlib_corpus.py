@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from deepmem.adapters.dataset_builder import iter_chunks
 from deepmem.adapters.stdlib_corpus import MIN_WORDS, iter_stdlib_docs, stdlib_corpus
+
+from tests.subprocess_support import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,15 +58,7 @@ def test_no_module_is_imported_to_read_its_docstrings(tmp_path: Path) -> None:
         "print(len(docs), sorted(m for m in ('turtle', 'smtplib', 'sqlite3', 'webbrowser')\n"
         "                        if m in modules and m in sys.modules))\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO / "layers" / "common"))
-    completed = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    completed = run_python(code)
     assert completed.returncode == 0, completed.stderr[-2000:]
     count, imported = completed.stdout.strip().split(" ", 1)
     assert int(count) > 1000

@@ -89,17 +89,8 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
     def _run_not_found(exc: RunNotFoundError) -> Response[Any]:
         return error_response(HTTPStatus.NOT_FOUND, str(exc), training_run_id=exc.run_id)
 
-    @app.exception_handler(BlockingRunExistsError)
-    def _blocking_run(exc: BlockingRunExistsError) -> Response[Any]:
-        return error_response(
-            HTTPStatus.CONFLICT,
-            str(exc),
-            blocking_run_id=exc.blocking_run_id,
-            blocking_run_status=exc.blocking_run_status,
-        )
-
-    @app.exception_handler(SettingsLockedError)
-    def _settings_locked(exc: SettingsLockedError) -> Response[Any]:
+    @app.exception_handler([BlockingRunExistsError, SettingsLockedError])
+    def _blocked_by_a_run(exc: BlockingRunExistsError | SettingsLockedError) -> Response[Any]:
         return error_response(
             HTTPStatus.CONFLICT,
             str(exc),
