@@ -54,7 +54,7 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from deepmem.adapters.postgres import PostgresStore, connect_pool  # noqa: E402
+from deepmem.adapters.store.postgres import PostgresStore, connect_pool  # noqa: E402
 from deepmem.config import Config  # noqa: E402
 from deepmem.domain.chunks import Chunk, Lane  # noqa: E402
 from deepmem.domain.models import Settings  # noqa: E402
@@ -363,7 +363,7 @@ def main() -> None:
     parser.add_argument("--skip-llamaindex", action="store_true")
     args = parser.parse_args()
     # Retries are counted, not logged one by one; HTTP request lines are noise here.
-    for noisy in ("httpx", "openai", "deepmem.adapters.openai_generator"):
+    for noisy in ("httpx", "openai", "deepmem.adapters.generators.openai"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     RESULTS.mkdir(parents=True, exist_ok=True)

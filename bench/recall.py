@@ -27,15 +27,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "layers" / "common"))
 
-from deepmem.adapters.offline_embedder import OfflineEmbedder  # noqa: E402
-from deepmem.adapters.offline_generator import OfflineQuestionGenerator  # noqa: E402
-from deepmem.adapters.query_adapter import (  # noqa: E402
+from deepmem.adapters.dataset.corpus import embed_questions, load_corpus  # noqa: E402
+from deepmem.adapters.embedders.offline import OfflineEmbedder  # noqa: E402
+from deepmem.adapters.generators.offline import OfflineQuestionGenerator  # noqa: E402
+from deepmem.adapters.trainers.adapter_maths import (  # noqa: E402
     AdapterConfig,
     QuestionSet,
     apply_adapter,
-    embed_questions,
     group_pairs,
-    load_corpus,
     normalize,
     relative_gain,
     top_k,

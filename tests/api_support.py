@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,8 +17,11 @@ from uuid import UUID, uuid4
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from deepmem.adapters import lambda_functions
-from deepmem.api.server import http_api_event
+from deepmem.api.auth import AuthDecision, Authorize, allow
+from deepmem.local import functions as lambda_functions
+from deepmem.local.api_server import LocalApi, bind_server
+from deepmem.local.lambda_runtime import LocalLambdaContext, http_api_event
+from deepmem.services.runs import RunService
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_ID = UUID("00000000-0000-4000-8000-0000000000ad")
@@ -27,15 +30,6 @@ ADMIN_ID = UUID("00000000-0000-4000-8000-0000000000ad")
 def load_function(name: str) -> ModuleType:
     """`functions/<name>/app.py` as a module, loaded as the local workflow loads it."""
     return lambda_functions.load_function(name)
-
-
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "deepmem-test"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:deepmem-test"
-    aws_request_id: str = "test-request"
 
 
 def api_event(
@@ -69,7 +63,7 @@ class Answer:
 
 
 def call(module: ModuleType, event: dict[str, Any]) -> Answer:
-    return Answer.of(module.handler(event, FakeLambdaContext()))
+    return Answer.of(module.handler(event, LocalLambdaContext(function_name="deepmem-test")))
 
 
 # Tokens
@@ -152,3 +146,56 @@ def jwks_server(keys: SigningKeys) -> Iterator[tuple[str, list[int]]]:
 
 def new_id() -> UUID:
     return uuid4()
+
+
+# ---------------------------------------------------------------- the local API server
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    api: LocalApi
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def trust_everyone_as(user_id: str) -> Authorize:
+    """Every request acts as `user_id` (tests of the server apart from the authorizer)."""
+    UUID(user_id)
+
+    def authorize(event: Mapping[str, Any]) -> AuthDecision:
+        return allow(user_id)
+
+    return authorize
+
+
+@contextmanager
+def running_server(
+    authorize: Authorize,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    service: RunService | None = None,
+    verbose: bool = False,
+    allow_origins: tuple[str, ...] = ("*",),
+) -> Iterator[RunningServer]:
+    """A server in a background thread for the duration of the block (port 0: any free one)."""
+    with ExitStack() as stack:
+        if service is not None:
+            from deepmem.api.app import use_run_service
+
+            stack.enter_context(use_run_service(service))
+        server = bind_server(host, port, authorize, verbose, allow_origins)
+        thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="deepmem-serve", daemon=True
+        )
+        thread.start()
+        try:
+            yield RunningServer(host, server.server_address[1], server.api)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from deepmem.adapters.embedded_postgres import EmbeddedPostgres
-from deepmem.adapters.migrations import apply_bootstrap, apply_migrations
+from deepmem.local.embedded_postgres import EmbeddedPostgres
+from deepmem.local.migrations import apply_bootstrap, apply_migrations
 
 TEMPLATE = "deepmem_template"
 _counter = itertools.count()

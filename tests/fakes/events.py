@@ -2,7 +2,7 @@
 
 - API Gateway HTTP API (payload 2.0) requests that passed the Lambda authorizer
   (`requestContext.authorizer.lambda.user_id`), and the authorizer's own request;
-- the state machine's task inputs (the contract in `deepmem.adapters.local_workflow`);
+- the state machine's task inputs (the contract in `deepmem.local.workflow`);
 - the EventBridge "Step Functions Execution Status Change" event.
 
 Defaults are fixed (ids, times) so `scripts/make_events.py` writes the same files every time.
@@ -14,8 +14,8 @@ import json
 from typing import Any
 from uuid import UUID
 
-from deepmem.adapters.local_workflow import status_change_event
 from deepmem.domain.status import Phase
+from deepmem.local.lambda_runtime import status_change_event
 from deepmem.ports import execution_name
 
 API_PREFIX = "/v1/api/deep-memory"

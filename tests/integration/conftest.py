@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from deepmem.adapters.postgres import PostgresStore, connect_pool
-from deepmem.adapters.supabase import SupabaseStore, connect_supabase
+from deepmem.adapters.store.postgres import PostgresStore, connect_pool
+from deepmem.adapters.store.supabase import SupabaseStore, connect_supabase
 
 from tests.db import TestServer, test_server
 from tests.fakes.postgrest import FakePostgrest, make_token

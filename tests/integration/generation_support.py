@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from uuid import UUID
 
-from deepmem.adapters.dataset_builder import build_dataset
 from deepmem.config import Config
 from deepmem.domain.chunks import Lane
+from deepmem.local.dataset_builder import build_dataset
 from deepmem.ports import Embedder
 from deepmem.services.generation import GenerationService
 from deepmem.wiring import build_generation_service

@@ -14,11 +14,11 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from deepmem.adapters.local_workflow import LocalWorkflow
-from deepmem.adapters.postgres import PostgresStore
+from deepmem.adapters.store.postgres import PostgresStore
 from deepmem.api.app import use_run_service
 from deepmem.domain.errors import GenerationError
 from deepmem.domain.status import Phase
+from deepmem.local.workflow import LocalWorkflow
 from deepmem.ports import ExecutionState
 from deepmem.services.runs import RunService
 

@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from deepmem.adapters.postgres import PostgresStore, connect_pool
+from deepmem.adapters.store.postgres import PostgresStore, connect_pool
 from deepmem.api.app import use_run_service
 from deepmem.domain.errors import BlockingRunExistsError, RunNotProceedableError
 from deepmem.domain.models import BatchRecord, ChunkQuestions

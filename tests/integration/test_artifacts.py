@@ -7,7 +7,7 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
-from deepmem.adapters.artifacts import (
+from deepmem.adapters.trainers.artifacts import (
     AdapterArtifact,
     ArtifactNotFoundError,
     LocalArtifactStore,

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from deepmem.adapters.embedded_postgres import EmbeddedPostgres
 from deepmem.cli.runtime import EMBEDDED_DATABASE, ProcessLock
+from deepmem.local.embedded_postgres import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 

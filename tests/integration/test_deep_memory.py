@@ -21,7 +21,7 @@ import httpx
 import jwt
 import numpy as np
 import pytest
-from deepmem.adapters.deep_memory import DeepMemoryTrainer, Relevance, build_training_data
+from deepmem.adapters.trainers.deep_memory import DeepMemoryTrainer, Relevance, build_training_data
 from deepmem.domain.errors import NotEnoughPairsError, TrainingError, TransientTrainingError
 from deepmem.domain.models import TrainingPair, TrainingRun
 from deepmem.domain.status import RunStatus

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from deepmem.adapters.dataset_builder import build_dataset, iter_chunks
-from deepmem.adapters.deeplake_source import DeepLakeChunkSource, import_deeplake
+from deepmem.adapters.dataset.deeplake import DeepLakeChunkSource, import_deeplake
 from deepmem.domain.chunks import split_into_lanes
 from deepmem.domain.errors import DatasetError
+from deepmem.local.dataset_builder import build_dataset, iter_chunks
 
 from tests.fakes.embedder import HashingEmbedder
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deepmem.adapters.dataset_builder import build_dataset
+from deepmem.local.dataset_builder import build_dataset
 
 from tests.fakes.embedder import HashingEmbedder
 
@@ -45,7 +45,7 @@ GUARDED = textwrap.dedent(
     result = {}
     with loopback_only() as refused:
         if mode == "source":
-            from deepmem.adapters.deeplake_source import DeepLakeChunkSource
+            from deepmem.adapters.dataset.deeplake import DeepLakeChunkSource
 
             source = DeepLakeChunkSource(path)
             result["count"] = source.count()

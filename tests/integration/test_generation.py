@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deepmem.adapters.postgres import PostgresStore
+from deepmem.adapters.store.postgres import PostgresStore
 from deepmem.domain.errors import GenerationError, TransientGenerationError
 from deepmem.domain.models import Settings
 from deepmem.domain.status import RunStatus
@@ -226,7 +226,7 @@ def test_killed_worker_resumes_with_one_call_per_remaining_chunk(
     # The same run uninterrupted, on the same deterministic endpoint, gives the same pairs.
     name, other_url = pg_server.fresh_database()  # type: ignore[attr-defined]
     try:
-        from deepmem.adapters.postgres import connect_pool
+        from deepmem.adapters.store.postgres import connect_pool
 
         other = PostgresStore(connect_pool(other_url))
         _configure(other, lanes=1, batch_size=20, concurrency=8, questions_per_chunk=2)

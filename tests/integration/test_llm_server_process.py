@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import openai
-from deepmem.adapters.openai_generator import OpenAIQuestionGenerator
+from deepmem.adapters.generators.openai import OpenAIQuestionGenerator
 from deepmem.domain.chunks import Chunk
 
 from tests.fakes.llm_server import chunk_key, questions_for

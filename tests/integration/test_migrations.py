@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from deepmem.adapters.migrations import apply_bootstrap, apply_migrations, list_migrations
+from deepmem.local.migrations import apply_bootstrap, apply_migrations, list_migrations
 
 from tests.db import TestServer
 

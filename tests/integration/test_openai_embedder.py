@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from deepmem.adapters.openai_embedder import OpenAIEmbedder
+from deepmem.adapters.embedders.openai import OpenAIEmbedder
 from deepmem.domain.errors import EmbeddingError
 
 from tests.fakes.llm_server import FakeLLMServer, vector_for

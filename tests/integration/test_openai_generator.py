@@ -9,7 +9,7 @@ from typing import Any
 
 import openai
 import pytest
-from deepmem.adapters.openai_generator import OpenAIQuestionGenerator
+from deepmem.adapters.generators.openai import OpenAIQuestionGenerator
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.errors import GenerationError, TransientGenerationError
 from deepmem.ports import GeneratedQuestions

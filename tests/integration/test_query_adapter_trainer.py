@@ -8,14 +8,14 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
-from deepmem.adapters.artifacts import LocalArtifactStore
-from deepmem.adapters.query_adapter import (
-    QueryAdapterTrainer,
+from deepmem.adapters.dataset.corpus import (
     dataset_embedding_model,
     evaluate_queries,
     load_corpus,
     search,
 )
+from deepmem.adapters.trainers.artifacts import LocalArtifactStore
+from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.domain.models import TrainingPair, TrainingRun
 from deepmem.domain.status import RunStatus

@@ -11,7 +11,7 @@ from uuid import uuid4
 import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from deepmem.adapters.step_functions import StepFunctionsWorkflow
+from deepmem.adapters.workflow.step_functions import StepFunctionsWorkflow
 from deepmem.domain.errors import ExecutionAlreadyExistsError, WorkflowError
 from deepmem.domain.status import Phase
 from deepmem.ports import ExecutionState

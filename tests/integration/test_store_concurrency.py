@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
-from deepmem.adapters.postgres import PostgresStore
+from deepmem.adapters.store.postgres import PostgresStore
 from deepmem.domain.errors import BlockingRunExistsError
 from deepmem.domain.models import BatchRecord, ChunkQuestions
 from deepmem.domain.status import RunStatus

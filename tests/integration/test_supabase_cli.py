@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from deepmem.adapters.migrations import apply_bootstrap, list_migrations
+from deepmem.local.migrations import apply_bootstrap, list_migrations
 
 from tests.db import TestServer
 

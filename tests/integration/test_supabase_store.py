@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
-from deepmem.adapters.supabase import SupabaseStore, connect_supabase
+from deepmem.adapters.store.supabase import SupabaseStore, connect_supabase
 from deepmem.domain.errors import RunNotFoundError, StoreError
 from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings
 from deepmem.domain.status import RunStatus

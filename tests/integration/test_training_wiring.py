@@ -9,9 +9,9 @@ from uuid import uuid4
 import deeplake
 import numpy as np
 from deepmem import wiring
-from deepmem.adapters.artifacts import LocalArtifactStore
-from deepmem.adapters.offline_embedder import OfflineEmbedder
-from deepmem.adapters.query_adapter import QueryAdapterTrainer
+from deepmem.adapters.embedders.offline import OfflineEmbedder
+from deepmem.adapters.trainers.artifacts import LocalArtifactStore
+from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
 from deepmem.config import Config
 from deepmem.domain.models import TrainerKind, TrainingRun
 from deepmem.domain.status import RunStatus

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deepmem.adapters.artifacts import LocalArtifactStore
-from deepmem.adapters.lambda_functions import load_function
-from deepmem.adapters.local_workflow import LocalWorkflow
-from deepmem.adapters.query_adapter import QueryAdapterTrainer
+from deepmem.adapters.trainers.artifacts import LocalArtifactStore
+from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
 from deepmem.domain.models import BatchRecord, ChunkQuestions, TrainingRun
 from deepmem.domain.status import Phase, RunStatus
+from deepmem.local.functions import load_function
+from deepmem.local.workflow import LocalWorkflow
 from deepmem.ports import ExecutionState
 from deepmem.services.training import TrainingService
 

@@ -3,7 +3,7 @@
 The record-failure side is the real `functions/record_failure` logic over an in-memory store,
 so every failure path is followed to the run's final status. The real generation and training
 handlers are wired in by the composition root; here the task handlers are small scripts that
-keep to the contract in `deepmem.adapters.local_workflow`.
+keep to the contract in `deepmem.local.workflow`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,6 @@ from typing import Any
 import boto3
 import moto
 import pytest
-from deepmem.adapters.local_workflow import (
-    DEFINITION_PATH,
-    VERIFIED_MOTO_VERSION,
-    LocalLambdaContext,
-    LocalWorkflow,
-)
 from deepmem.domain.errors import (
     GenerationError,
     StoreError,
@@ -36,6 +30,12 @@ from deepmem.domain.errors import (
 )
 from deepmem.domain.models import TrainingRun
 from deepmem.domain.status import Phase, RunStatus, failed_status
+from deepmem.local.workflow import (
+    DEFINITION_PATH,
+    VERIFIED_MOTO_VERSION,
+    LocalLambdaContext,
+    LocalWorkflow,
+)
 from deepmem.ports import ExecutionState
 
 from tests.fakes.memory_store import MemoryRunStore
@@ -568,7 +568,7 @@ def test_a_result_that_is_not_json_fails_like_lambda_does(
 
 
 def test_the_deployed_task_handlers_can_be_loaded_for_the_local_workflow() -> None:
-    from deepmem.adapters.local_workflow import TASK_FUNCTIONS, function_handlers
+    from deepmem.local.workflow import TASK_FUNCTIONS, function_handlers
 
     handlers = function_handlers()
 

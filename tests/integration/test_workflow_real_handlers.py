@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 from deepmem import wiring
-from deepmem.adapters.deeplake_source import DeepLakeChunkSource
-from deepmem.adapters.lambda_functions import load_function
-from deepmem.adapters.local_workflow import LocalWorkflow
-from deepmem.adapters.offline_embedder import OfflineEmbedder
-from deepmem.adapters.offline_generator import OfflineQuestionGenerator
-from deepmem.adapters.postgres import PostgresStore
+from deepmem.adapters.dataset.deeplake import DeepLakeChunkSource
+from deepmem.adapters.embedders.offline import OfflineEmbedder
+from deepmem.adapters.generators.offline import OfflineQuestionGenerator
+from deepmem.adapters.store.postgres import PostgresStore
 from deepmem.config import Config
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.errors import (
@@ -28,6 +26,8 @@ from deepmem.domain.errors import (
 )
 from deepmem.domain.models import SettingsUpdate
 from deepmem.domain.status import Phase, RunStatus
+from deepmem.local.functions import load_function
+from deepmem.local.workflow import LocalWorkflow
 from deepmem.ports import ExecutionState, GeneratedQuestions
 from deepmem.services.generation import GenerationService
 from deepmem.services.runs import RunService

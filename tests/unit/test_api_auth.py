@@ -19,10 +19,10 @@ from deepmem.api.auth import (
     settings_from_config,
 )
 from deepmem.config import Config
+from deepmem.local.lambda_runtime import LocalLambdaContext
 
 from tests.api_support import (
     ADMIN_ID,
-    FakeLambdaContext,
     SigningKeys,
     claims,
     jwks_server,
@@ -235,11 +235,13 @@ def authorizer_event(token: str | None) -> dict[str, Any]:
 
 
 def test_the_authorizer_function_admits_admins_and_passes_the_user_id(authorizer, keys) -> None:
-    allowed = authorizer.handler(authorizer_event(es256(keys, claims(ISSUER))), FakeLambdaContext())
-    denied = authorizer.handler(
-        authorizer_event(es256(keys, claims(ISSUER, role=None))), FakeLambdaContext()
+    allowed = authorizer.handler(
+        authorizer_event(es256(keys, claims(ISSUER))), LocalLambdaContext()
     )
-    invalid = authorizer.handler(authorizer_event("x.y.z"), FakeLambdaContext())
+    denied = authorizer.handler(
+        authorizer_event(es256(keys, claims(ISSUER, role=None))), LocalLambdaContext()
+    )
+    invalid = authorizer.handler(authorizer_event("x.y.z"), LocalLambdaContext())
 
     assert allowed == {"isAuthorized": True, "context": {"user_id": str(ADMIN_ID)}}
     assert denied == {"isAuthorized": False, "context": {"reason": "not_admin"}}

@@ -18,7 +18,7 @@ for name in {functions!r}:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert callable(module.handler)
-import deepmem.api.server  # the local server too
+import deepmem.local.api_server  # the local server too
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})))
 """
 

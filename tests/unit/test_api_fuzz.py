@@ -9,12 +9,11 @@ import jwt
 import pytest
 import schemathesis
 from deepmem.api.auth import AuthSettings, TokenVerifier, event_authorizer
-from deepmem.api.server import RunningServer, running_server
 from deepmem.services.runs import RunService
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, unsupported_method
 
-from tests.api_support import ROOT, claims
+from tests.api_support import ROOT, RunningServer, claims, running_server
 from tests.fakes.memory_store import MemoryRunStore
 from tests.fakes.workflow import FakeWorkflow
 

@@ -14,12 +14,20 @@ from uuid import UUID
 
 import jwt
 import pytest
-from deepmem.api.auth import AuthSettings, TokenVerifier, event_authorizer, trust_everyone_as
-from deepmem.api.server import PortInUseError, RunningServer, running_server
+from deepmem.api.auth import AuthSettings, TokenVerifier, event_authorizer
 from deepmem.domain.status import RunStatus
+from deepmem.local.api_server import PortInUseError
 from deepmem.services.runs import RunService
 
-from tests.api_support import ADMIN_ID, SigningKeys, claims, jwks_server
+from tests.api_support import (
+    ADMIN_ID,
+    RunningServer,
+    SigningKeys,
+    claims,
+    jwks_server,
+    running_server,
+    trust_everyone_as,
+)
 from tests.fakes.memory_store import MemoryRunStore
 from tests.fakes.workflow import FakeWorkflow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deepmem.adapters.local_workflow import DEFINITION_PATH, placeholders
+from deepmem.local.workflow import DEFINITION_PATH, placeholders
 
 ROOT = Path(__file__).resolve().parents[2]
 LAMBDA_SERVICE_ERRORS = {

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from deepmem.adapters.dataset_builder import (
+from deepmem.domain.errors import DatasetError
+from deepmem.local.dataset_builder import (
     chunk_id,
     chunk_text,
     iter_chunks,
     split_sentences,
 )
-from deepmem.domain.errors import DatasetError
 
 
 def _numbered_sentences(count: int) -> str:

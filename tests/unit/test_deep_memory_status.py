@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from deepmem.adapters.deep_memory import parse_status
+from deepmem.adapters.trainers.deep_memory import parse_status
 from deepmem.ports import JobState
 
 

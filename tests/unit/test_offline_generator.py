@@ -6,11 +6,11 @@ import asyncio
 import re
 
 import pytest
-from deepmem.adapters.dataset_builder import chunk_text
-from deepmem.adapters.offline_generator import OfflineQuestionGenerator
-from deepmem.adapters.stdlib_corpus import iter_stdlib_docs
+from deepmem.adapters.generators.offline import OfflineQuestionGenerator
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.models import ChunkQuestions
+from deepmem.local.dataset_builder import chunk_text
+from deepmem.local.stdlib_corpus import iter_stdlib_docs
 
 EVEREST = Chunk(
     id="everest",

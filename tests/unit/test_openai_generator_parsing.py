@@ -6,7 +6,7 @@ import json
 from email.utils import formatdate
 
 import pytest
-from deepmem.adapters.openai_generator import (
+from deepmem.adapters.generators.openai import (
     MAX_QUESTION_CHARS,
     backoff_delay,
     clean_questions,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from deepmem.adapters.query_adapter import (
+from deepmem.adapters.trainers.adapter_maths import (
     AdapterConfig,
     QuestionSet,
     _loss_and_grad,

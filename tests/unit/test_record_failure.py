@@ -244,7 +244,7 @@ def test_the_handler_reads_its_store_and_machine_from_the_configuration(
     monkeypatch.setenv("STATE_MACHINE_ARN", ARN)
     app.load_config.cache_clear()
     try:
-        from deepmem.adapters.local_workflow import LocalLambdaContext
+        from deepmem.local.workflow import LocalLambdaContext
 
         context = LocalLambdaContext(function_name="record_failure", timeout_seconds=60)
         result = app.handler(events.execution_status_change(run.id, status="ABORTED"), context)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deepmem.adapters.dataset_builder import iter_chunks
-from deepmem.adapters.stdlib_corpus import MIN_WORDS, iter_stdlib_docs, stdlib_corpus
+from deepmem.local.dataset_builder import iter_chunks
+from deepmem.local.stdlib_corpus import MIN_WORDS, iter_stdlib_docs, stdlib_corpus
 
 from tests.subprocess_support import run_python
 
@@ -52,7 +52,7 @@ def test_no_module_is_imported_to_read_its_docstrings(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from deepmem.adapters.stdlib_corpus import iter_stdlib_docs\n"
+        "from deepmem.local.stdlib_corpus import iter_stdlib_docs\n"
         "docs = list(iter_stdlib_docs())\n"
         "modules = {d.module.split('.')[0] for d in docs}\n"
         "print(len(docs), sorted(m for m in ('turtle', 'smtplib', 'sqlite3', 'webbrowser')\n"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deepmem.adapters.local_workflow import placeholders
+from deepmem.local.workflow import placeholders
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {

@@ -9,10 +9,10 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from deepmem.adapters.lambda_functions import load_function
 from deepmem.domain.errors import TrainingError
 from deepmem.domain.models import BatchRecord, ChunkQuestions
 from deepmem.domain.status import RunStatus
+from deepmem.local.functions import load_function
 from deepmem.ports import JobState, JobStatus
 from deepmem.services.training import TrainingService
 from pydantic import ValidationError

@@ -42,12 +42,12 @@ class ConfigurationError(DeepmemError):
 def build_run_store(config: Config) -> RunStore:
     """DATABASE_URL → PostgreSQL (psycopg); else SUPABASE_URL → Supabase (rpc over PostgREST)."""
     if config.database_url:
-        from deepmem.adapters.postgres import PostgresStore, connect_pool
+        from deepmem.adapters.store.postgres import PostgresStore, connect_pool
 
         return PostgresStore(connect_pool(config.database_url))
     if config.supabase_url:
         from deepmem.adapters.secrets import value_or_secret
-        from deepmem.adapters.supabase import SupabaseStore, connect_supabase
+        from deepmem.adapters.store.supabase import SupabaseStore, connect_supabase
 
         key = value_or_secret(config.supabase_service_key, config.supabase_service_key_secret)
         if not key:
@@ -80,7 +80,7 @@ def forget_run_stores() -> None:
 
 
 def chunk_source_for(config: Config) -> Callable[[str], ChunkSource]:
-    from deepmem.adapters.deeplake_source import DeepLakeChunkSource
+    from deepmem.adapters.dataset.deeplake import DeepLakeChunkSource
     from deepmem.adapters.secrets import value_or_secret
 
     sources: dict[str, ChunkSource] = {}
@@ -104,12 +104,12 @@ def generator_for(config: Config) -> Callable[[Settings], QuestionGenerator]:
 
         key = value_or_secret(config.openai_api_key, config.openai_api_key_secret)
         if not key and not config.openai_base_url:
-            from deepmem.adapters.offline_generator import OfflineQuestionGenerator
+            from deepmem.adapters.generators.offline import OfflineQuestionGenerator
 
             return OfflineQuestionGenerator()
         import openai
 
-        from deepmem.adapters.openai_generator import OpenAIQuestionGenerator
+        from deepmem.adapters.generators.openai import OpenAIQuestionGenerator
 
         # Made per invocation: an async client belongs to the event loop it runs on.
         client = openai.AsyncOpenAI(
@@ -138,7 +138,7 @@ def build_workflow(config: Config) -> Workflow:
     if config.state_machine_arn:
         import boto3
 
-        from deepmem.adapters.step_functions import StepFunctionsWorkflow
+        from deepmem.adapters.workflow.step_functions import StepFunctionsWorkflow
 
         return StepFunctionsWorkflow(boto3.client("stepfunctions"), config.state_machine_arn)
     return build_local_workflow(config)
@@ -148,7 +148,7 @@ def build_local_workflow(
     config: Config, handlers: Mapping[str, Any] | None = None, **options: Any
 ) -> Workflow:
     """The deployed ASL on moto's interpreter; by default with the real Lambda handlers."""
-    from deepmem.adapters.local_workflow import LocalWorkflow, function_handlers
+    from deepmem.local.workflow import LocalWorkflow, function_handlers
 
     return LocalWorkflow(handlers if handlers is not None else function_handlers(), **options)
 
@@ -156,13 +156,13 @@ def build_local_workflow(
 def embedder_for_model(config: Config, model_name: str) -> Embedder:
     """The Embedder that reproduces a dataset's vectors: the offline MiniLM by its name, any
     other model through the OpenAI-compatible endpoint."""
-    from deepmem.adapters.offline_embedder import MODEL_NAME, OfflineEmbedder
+    from deepmem.adapters.embedders.offline import MODEL_NAME, OfflineEmbedder
 
     if model_name in (MODEL_NAME, f"sentence-transformers/{MODEL_NAME}"):
         return OfflineEmbedder()
     import openai
 
-    from deepmem.adapters.openai_embedder import OpenAIEmbedder
+    from deepmem.adapters.embedders.openai import OpenAIEmbedder
     from deepmem.adapters.secrets import value_or_secret
 
     key = value_or_secret(config.openai_api_key, config.openai_api_key_secret)
@@ -181,7 +181,7 @@ def trainer_factory(config: Config) -> TrainerFactory:
         if run.dataset.startswith("hub://"):
             token = value_or_secret(config.activeloop_token, config.activeloop_token_secret)
         if kind is TrainerKind.DEEP_MEMORY:
-            from deepmem.adapters.deep_memory import DeepMemoryTrainer
+            from deepmem.adapters.trainers.deep_memory import DeepMemoryTrainer
 
             settings = shared_run_store(config).get_settings()
             return DeepMemoryTrainer(
@@ -190,8 +190,9 @@ def trainer_factory(config: Config) -> TrainerFactory:
                 embedder_for_model(config, settings.embedding_model),
                 api_url=config.activeloop_api_url,
             )
-        from deepmem.adapters.artifacts import artifact_store_for
-        from deepmem.adapters.query_adapter import QueryAdapterTrainer, dataset_embedding_model
+        from deepmem.adapters.dataset.corpus import dataset_embedding_model
+        from deepmem.adapters.trainers.artifacts import artifact_store_for
+        from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
 
         model = dataset_embedding_model(run.dataset, token)
         if model is None:

@@ -10,7 +10,7 @@ Admins are users whose `app_metadata.role` is "admin", or whose id is in a confi
 Gateway answers every denial with 403 (a request without an `Authorization` header gets 401
 from the gateway itself, since the header is the identity source). The decision therefore
 carries the reason (`invalid_token`, `not_admin`, `unavailable`) in the denial's context and in
-the logs; the local server (`deepmem.api.server`) maps it to 401, 403 and 503.
+the logs; the local server (`deepmem.local.api_server`) maps it to 401, 403 and 503.
 """
 
 from __future__ import annotations
@@ -205,15 +205,5 @@ def event_authorizer(verifier: TokenVerifier) -> Authorize:
 
     def authorize(event: Mapping[str, Any]) -> AuthDecision:
         return verifier.authorize(bearer_token(event))
-
-    return authorize
-
-
-def trust_everyone_as(user_id: str) -> Authorize:
-    """Development only (`deepmem serve --no-auth`): every request acts as `user_id`."""
-    UUID(user_id)
-
-    def authorize(event: Mapping[str, Any]) -> AuthDecision:
-        return allow(user_id)
 
     return authorize

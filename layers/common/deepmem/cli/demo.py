@@ -27,13 +27,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from deepmem.adapters.lambda_functions import load_function
 from deepmem.cli.runtime import ProcessLock, Runtime
 from deepmem.config import load_config
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.errors import BlockingRunExistsError, DeepmemError, GenerationError
 from deepmem.domain.models import Settings, SettingsUpdate, TrainingRun
 from deepmem.domain.status import PROCEED_TARGETS, Phase, RunStatus, active_status, failed_status
+from deepmem.local.functions import load_function
 from deepmem.ports import GeneratedQuestions, JobState, JobStatus, QuestionGenerator, Trainer
 
 DEMO_SETTINGS = SettingsUpdate(
@@ -145,9 +145,9 @@ class DemoSummary:
 def build_demo_dataset(
     console: Console, runtime: Runtime, corpus: Path | None, limit: int | None
 ) -> tuple[str, int]:
-    from deepmem.adapters.dataset_builder import build_dataset
-    from deepmem.adapters.offline_embedder import OfflineEmbedder
-    from deepmem.adapters.stdlib_corpus import stdlib_corpus
+    from deepmem.adapters.embedders.offline import OfflineEmbedder
+    from deepmem.local.dataset_builder import build_dataset
+    from deepmem.local.stdlib_corpus import stdlib_corpus
 
     dataset = runtime.config.dataset_path
     if dataset.startswith("hub://"):

@@ -21,8 +21,8 @@ class NoAdapterError(DeepmemError):
 def _parts(token: str | None = None) -> tuple[Any, Any, Any]:
     """The dataset's corpus, the embedder of its model, the latest adapter (or None)."""
     from deepmem import wiring
-    from deepmem.adapters.artifacts import ArtifactNotFoundError, artifact_store_for
-    from deepmem.adapters.query_adapter import dataset_embedding_model, load_corpus
+    from deepmem.adapters.dataset.corpus import dataset_embedding_model, load_corpus
+    from deepmem.adapters.trainers.artifacts import ArtifactNotFoundError, artifact_store_for
 
     config = load_config()
     dataset = config.dataset_path
@@ -41,7 +41,7 @@ def _parts(token: str | None = None) -> tuple[Any, Any, Any]:
 
 
 def run_search(console: Console, question: str, *, k: int, use_adapter: bool) -> None:
-    from deepmem.adapters.query_adapter import search
+    from deepmem.adapters.dataset.corpus import search
 
     corpus, embedder, adapter = _parts()
     if use_adapter and adapter is None:
@@ -83,7 +83,7 @@ def read_judgments(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def run_eval(console: Console, path: Path) -> None:
-    from deepmem.adapters.query_adapter import evaluate_queries
+    from deepmem.adapters.dataset.corpus import evaluate_queries
 
     queries, relevant = read_judgments(path)
     corpus, embedder, adapter = _parts()

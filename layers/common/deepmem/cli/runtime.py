@@ -111,8 +111,8 @@ class Runtime:
     def _open_embedded(self) -> None:
         import psycopg
 
-        from deepmem.adapters.embedded_postgres import EmbeddedPostgres
-        from deepmem.adapters.migrations import apply_bootstrap, apply_migrations
+        from deepmem.local.embedded_postgres import EmbeddedPostgres
+        from deepmem.local.migrations import apply_bootstrap, apply_migrations
 
         data_dir = self.config.home.resolve() / "postgres"
         self._embedded = EmbeddedPostgres(data_dir)

@@ -61,7 +61,7 @@ def authorizer_for(config: Config, console: Console) -> object:
 
 
 def run_server(console: Console, host: str, port: int) -> None:
-    from deepmem.api.server import serve
+    from deepmem.local.api_server import serve
 
     with Runtime(time_scale=0.05) as runtime:
         authorize = authorizer_for(runtime.config, console)

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from deepmem.domain.errors import DeepmemError
+from deepmem.local.paths import repo_root
 
 
 class FunctionNotFoundError(DeepmemError):
@@ -20,7 +21,7 @@ class FunctionNotFoundError(DeepmemError):
 def functions_dir() -> Path:
     """`functions/` of the checkout this package runs from (or DEEPMEM_FUNCTIONS_DIR)."""
     override = os.environ.get("DEEPMEM_FUNCTIONS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[4] / "functions"
+    return Path(override) if override else repo_root() / "functions"
 
 
 def load_function(name: str, directory: Path | None = None) -> ModuleType:

@@ -16,19 +16,15 @@ import base64
 import errno
 import json
 import threading
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
 from deepmem.api.auth import AuthDecision, Authorize, Denial
 from deepmem.domain.errors import DeepmemError
+from deepmem.local.lambda_runtime import LocalLambdaContext, authorizer_event, http_api_event
 from deepmem.services.runs import RunService
 
 MAX_BODY_BYTES = 1_000_000
@@ -50,78 +46,6 @@ class PortInUseError(DeepmemError):
         )
         self.host = host
         self.port = port
-
-
-@dataclass(frozen=True)
-class LocalContext:
-    """Enough of a Lambda context for Powertools."""
-
-    function_name: str = "deepmem-local"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:deepmem-local"
-    aws_request_id: str = "local"
-
-
-def http_api_event(
-    method: str, target: str, headers: dict[str, str], body: bytes, source_ip: str = "127.0.0.1"
-) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload format 2.0) event for one HTTP request."""
-    url = urlsplit(target)
-    query: dict[str, list[str]] = {}
-    for key, value in parse_qsl(url.query, keep_blank_values=True):
-        query.setdefault(key, []).append(value)
-    try:
-        text, is_base64 = body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        text, is_base64 = base64.b64encode(body).decode("ascii"), True
-    now = time.time()
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": url.path,
-        "rawQueryString": url.query,
-        "cookies": [c.strip() for c in headers.get("cookie", "").split(";") if c.strip()],
-        "headers": headers,
-        "queryStringParameters": {k: ",".join(v) for k, v in query.items()} or None,
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "local",
-            "domainName": headers.get("host", "localhost"),
-            "domainPrefix": "local",
-            "http": {
-                "method": method,
-                "path": url.path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": source_ip,
-                "userAgent": headers.get("user-agent", ""),
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "timeEpoch": int(now * 1000),
-        },
-        "body": text if body else None,
-        "isBase64Encoded": is_base64,
-    }
-
-
-def authorizer_event(event: dict[str, Any]) -> dict[str, Any]:
-    """The Lambda authorizer's (payload 2.0, REQUEST) view of a request event."""
-    authorization = event["headers"].get("authorization")
-    return {
-        "version": "2.0",
-        "type": "REQUEST",
-        "routeArn": "arn:aws:execute-api:local:000000000000:local/$default/"
-        f"{event['requestContext']['http']['method']}{event['rawPath']}",
-        "identitySource": [authorization] if authorization else [],
-        "routeKey": event["routeKey"],
-        "rawPath": event["rawPath"],
-        "rawQueryString": event["rawQueryString"],
-        "headers": event["headers"],
-        "requestContext": event["requestContext"],
-    }
 
 
 class LocalApi:
@@ -177,7 +101,8 @@ class LocalApi:
             return decision.http_status, {"content-type": "application/json", **extra}, body_out
         event["requestContext"]["authorizer"] = {"lambda": {"user_id": decision.user_id}}
         with self._resolve_lock:
-            response = self.resolver.resolve(event, LocalContext())  # type: ignore[arg-type]
+            context: Any = LocalLambdaContext(function_name="deepmem-local-api")
+            response = self.resolver.resolve(event, context)
         raw = response.get("body") or ""
         payload = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode()
         out_headers = {k.lower(): str(v) for k, v in (response.get("headers") or {}).items()}
@@ -246,50 +171,10 @@ class _ApiServer(ThreadingHTTPServer):
             raise
 
 
-@dataclass
-class RunningServer:
-    host: str
-    port: int
-    api: LocalApi
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-
-def _bind(
+def bind_server(
     host: str, port: int, authorize: Authorize, verbose: bool, allow_origins: tuple[str, ...]
 ) -> _ApiServer:
     return _ApiServer((host, port), LocalApi(authorize, allow_origins=allow_origins), verbose)
-
-
-@contextmanager
-def running_server(
-    authorize: Authorize,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    service: RunService | None = None,
-    verbose: bool = False,
-    allow_origins: tuple[str, ...] = ("*",),
-) -> Iterator[RunningServer]:
-    """A server in a background thread for the duration of the block (port 0: any free one)."""
-    with ExitStack() as stack:
-        if service is not None:
-            from deepmem.api.app import use_run_service
-
-            stack.enter_context(use_run_service(service))
-        server = _bind(host, port, authorize, verbose, allow_origins)
-        thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="deepmem-serve", daemon=True
-        )
-        thread.start()
-        try:
-            yield RunningServer(host, server.server_address[1], server.api)
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
 
 
 def serve(
@@ -307,7 +192,7 @@ def serve(
             from deepmem.api.app import use_run_service
 
             stack.enter_context(use_run_service(service))
-        server = _bind(host, port, authorize, verbose, allow_origins)
+        server = bind_server(host, port, authorize, verbose, allow_origins)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -162,7 +162,7 @@ def point_library_at(api_url: str | None) -> None:
     """Make deeplake's own REST client use `api_url` (it has no parameter for it, only this
     module global), so the library and our status calls talk to one backend: Activeloop's,
     a staging one, or a loopback fake in tests. Also guard its requests (`_GuardedRequests`)."""
-    from deepmem.adapters.deeplake_source import import_deeplake
+    from deepmem.adapters.dataset.deeplake import import_deeplake
 
     import_deeplake()  # first: no update check at import
     import deeplake.client.client as library_client

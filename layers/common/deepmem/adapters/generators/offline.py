@@ -15,8 +15,8 @@ import math
 import re
 from collections import Counter
 
-from deepmem.adapters.dataset_builder import split_sentences
 from deepmem.domain.chunks import Chunk
+from deepmem.local.dataset_builder import split_sentences
 from deepmem.ports import GeneratedQuestions
 
 MIN_CONTENT_WORDS = 6  # below this a chunk has nothing worth asking about

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psycopg
 
+from deepmem.local.paths import repo_root
+
 _MIGRATION_NAME = re.compile(r"^(\d{14})_(\w+)\.sql$")
 
 
@@ -19,7 +21,7 @@ def supabase_dir() -> Path:
     override = os.environ.get("DEEPMEM_SUPABASE_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[4] / "supabase"
+    return repo_root() / "supabase"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from postgrest.exceptions import APIError
 
-from deepmem.adapters.rpc_store import RpcCallError, RpcRunStore, SqlError
+from deepmem.adapters.store.rpc import RpcCallError, RpcRunStore, SqlError
 from deepmem.domain.errors import StoreError
 from supabase import Client, ClientOptions, SupabaseException, create_client
 

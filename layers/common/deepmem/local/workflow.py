@@ -63,18 +63,14 @@ import threading
 import time
 import traceback
 import types
-import uuid
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from unittest import mock
 from uuid import UUID
 
 import boto3
-import moto
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
@@ -83,17 +79,19 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_funct
     WaitFunction,
 )
 
-from deepmem.adapters.lambda_functions import functions_dir, load_function
-from deepmem.adapters.step_functions import StepFunctionsWorkflow
+from deepmem.adapters.workflow.step_functions import StepFunctionsWorkflow
 from deepmem.domain.errors import WorkflowError
 from deepmem.domain.status import Phase
+from deepmem.local.functions import functions_dir, load_function
+from deepmem.local.lambda_runtime import ACCOUNT_ID, LocalLambdaContext, status_change_event
+from deepmem.local.paths import repo_root
 from deepmem.ports import Execution, ExecutionState, execution_name
 
 #: The moto release whose interpreter internals (the patched `LambdaFunction.invoke`, the
 #: retrier's `time.sleep`, `WaitFunction._wait_interval`) this adapter was verified against.
 VERIFIED_MOTO_VERSION = "5.2.5"
 
-DEFINITION_PATH = Path(__file__).resolve().parents[4] / "statemachine" / "training.asl.json"
+DEFINITION_PATH = repo_root() / "statemachine" / "training.asl.json"
 
 FUNCTIONS_DIR = functions_dir()
 
@@ -113,30 +111,7 @@ FAILURE_STATUSES = frozenset(
 Handler = Callable[[dict[str, Any], Any], Any]
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
-_ACCOUNT_ID = "123456789012"
 _INTERPRETER_LOGGER = "moto.stepfunctions.parser.asl.component.eval_component"
-
-
-@dataclass
-class LocalLambdaContext:
-    """The part of the Lambda context object our handlers and Powertools read."""
-
-    function_name: str
-    timeout_seconds: float
-    memory_limit_in_mb: int = 1024
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = ""
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = ""
-    log_stream_name: str = "local"
-    _deadline: float = field(default=0.0, repr=False)
-
-    def __post_init__(self) -> None:
-        self._deadline = time.monotonic() + self.timeout_seconds
-        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 def function_handlers(functions_dir: Path = FUNCTIONS_DIR) -> dict[str, Handler]:
@@ -389,7 +364,7 @@ class LocalWorkflow:
             function_name=function,
             timeout_seconds=self._function_timeout,
             invoked_function_arn=(
-                f"arn:aws:lambda:{self._region}:{_ACCOUNT_ID}:function:{function}"
+                f"arn:aws:lambda:{self._region}:{ACCOUNT_ID}:function:{function}"
             ),
         )
         return self._handlers[function](event, context)
@@ -430,47 +405,6 @@ class LocalWorkflow:
                 env.program_state_event.wait(wait_seconds * scale)
 
         return wait_interval
-
-
-def status_change_event(
-    *,
-    state_machine_arn: str,
-    execution_arn: str,
-    name: str,
-    status: str,
-    error: str | None = None,
-    cause: str | None = None,
-    region: str = "us-east-1",
-    account: str = _ACCOUNT_ID,
-) -> dict[str, Any]:
-    """An EventBridge "Step Functions Execution Status Change" event, as AWS sends it."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Step Functions Execution Status Change",
-        "source": "aws.states",
-        "account": account,
-        "time": now,
-        "region": region,
-        "resources": [execution_arn],
-        "detail": {
-            "executionArn": execution_arn,
-            "stateMachineArn": state_machine_arn,
-            "name": name,
-            "status": status,
-            "startDate": None,
-            "stopDate": None,
-            "input": None,
-            "output": None,
-            "error": error,
-            "cause": cause,
-        },
-    }
-
-
-def moto_version() -> str:
-    return str(moto.__version__)
 
 
 def _function_error(response_headers: Any, error_type: str, exc: BaseException) -> bytes:

@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from deepmem.adapters.rpc_store import RpcCallError, RpcRunStore, SqlError
+from deepmem.adapters.store.rpc import RpcCallError, RpcRunStore, SqlError
 from deepmem.domain.errors import StoreError
 
 

@@ -275,7 +275,7 @@ def build_dataset(
     there is overwritten). Return the number of chunks written."""
     import numpy as np
 
-    from deepmem.adapters.deeplake_source import import_deeplake
+    from deepmem.adapters.dataset.deeplake import import_deeplake
 
     chunks = list(iter_chunks(corpus_dir, chunk_size=chunk_size, overlap=overlap, limit=limit))
     if not chunks:

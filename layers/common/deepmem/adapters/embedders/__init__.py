@@ -1,0 +1,3 @@
+"""Embedder adapters: an OpenAI-compatible embeddings endpoint (`openai.py`), or the offline int8
+ONNX MiniLM shipped in a wheel (`offline.py`).
+"""

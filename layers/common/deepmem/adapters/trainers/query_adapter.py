@@ -1,0 +1,135 @@
+"""The Trainer port over the query adapter (`adapter_maths`): a learned linear map W applied to
+query embeddings before search.
+
+The same idea as Deep Memory, trained here with numpy only, so it works for any dataset (local
+ones included). Chunk embeddings are left untouched: only the query side moves, so the dataset
+never has to be re-embedded and the adapter can be dropped at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from deepmem.adapters.dataset.corpus import Corpus, embed_questions, load_corpus
+from deepmem.adapters.trainers.adapter_maths import (
+    AdapterConfig,
+    AdapterResult,
+    QuestionSet,
+    group_pairs,
+    train_adapter,
+)
+from deepmem.domain.errors import DatasetError, NotEnoughPairsError
+from deepmem.ports import JobState, JobStatus
+
+if TYPE_CHECKING:
+    from deepmem.adapters.trainers.artifacts import ArtifactStore
+    from deepmem.domain.models import TrainingPair, TrainingRun
+    from deepmem.ports import Embedder
+
+
+def train_on_pairs(
+    pairs: Sequence[tuple[str, str]],
+    corpus: Corpus,
+    embedder: Embedder,
+    config: AdapterConfig | None = None,
+) -> AdapterResult:
+    """(question, chunk id) pairs → trained adapter, with pair bookkeeping in the metrics."""
+    config = config or AdapterConfig()
+    questions, positives, dropped = group_pairs(pairs, corpus.index)
+    if len(questions) < config.min_questions:
+        raise NotEnoughPairsError(
+            f"the query adapter needs at least {config.min_questions} distinct questions whose "
+            f"chunks are in the dataset; got {len(questions)} from {len(pairs)} pairs "
+            f"({dropped} pairs name chunks the dataset does not have)"
+        )
+    if embedder.dimension != corpus.dimension:
+        raise DatasetError(
+            f"the embedder {embedder.model_name} gives {embedder.dimension} dimensions, the "
+            f"dataset {corpus.path} {corpus.dimension}: train with the model that built it"
+        )
+    embedded = QuestionSet(embed_questions(embedder, questions), positives)
+    result = train_adapter(embedded, corpus.embeddings, config)
+    metrics = result.metrics | {
+        "pairs": len(pairs),
+        "pairs_dropped": dropped,
+        "embedding_model": embedder.model_name,
+    }
+    return AdapterResult(matrix=result.matrix, metrics=metrics)
+
+
+# --- the Trainer port --------------------------------------------------------------------
+
+_JOB_PREFIX = "adapter-"
+
+
+def adapter_job_id(run_id: object, attempt: int) -> str:
+    return f"{_JOB_PREFIX}{run_id}-{attempt}"
+
+
+def is_adapter_job(job_id: str) -> bool:
+    return job_id.startswith(_JOB_PREFIX)
+
+
+class QueryAdapterTrainer:
+    """Trainer port over the query adapter: `submit` trains synchronously (seconds) and
+    stores the artifact; `check` reads it back. The job id is `adapter-<run id>-<attempt>`,
+    so a proceed (a new attempt) trains afresh while a retried submit of the same attempt
+    finds its artifact and does nothing twice."""
+
+    def __init__(
+        self,
+        dataset_path: str,
+        embedder: Embedder,
+        artifacts: ArtifactStore,
+        *,
+        token: str | None = None,
+        config: AdapterConfig | None = None,
+    ) -> None:
+        self.dataset_path = dataset_path
+        self.embedder = embedder
+        self.artifacts = artifacts
+        self.token = token
+        self.config = config or AdapterConfig()
+
+    def submit(self, run: TrainingRun, pairs: Sequence[TrainingPair]) -> str:
+        from deepmem.adapters.trainers.artifacts import AdapterArtifact, ArtifactNotFoundError
+
+        job_id = adapter_job_id(run.id, run.attempt)
+        try:
+            self.artifacts.load(job_id)
+            return job_id  # this attempt already trained: a retried call must not redo it
+        except ArtifactNotFoundError:
+            pass
+        corpus = load_corpus(self.dataset_path, self.token)
+        result = train_on_pairs(
+            [(p.question, p.chunk_id) for p in pairs], corpus, self.embedder, self.config
+        )
+        self.artifacts.save(
+            AdapterArtifact(
+                job_id=job_id,
+                run_id=str(run.id),
+                matrix=result.matrix,
+                embedding_model=self.embedder.model_name,
+                dimension=corpus.dimension,
+                metrics=result.metrics | {"job_id": job_id, "dataset": self.dataset_path},
+            )
+        )
+        return job_id
+
+    def check(self, job_id: str) -> JobStatus:
+        from deepmem.adapters.trainers.artifacts import ArtifactNotFoundError
+
+        try:
+            artifact = self.artifacts.load(job_id)
+        except ArtifactNotFoundError:
+            # submit is synchronous: no artifact means the job never finished.
+            return JobStatus(
+                state=JobState.FAILED,
+                error=f"no query adapter artifact for job {job_id}: it never completed",
+            )
+        return JobStatus(
+            state=JobState.COMPLETED,
+            progress={"epochs": artifact.metrics.get("epochs")},
+            metrics=artifact.metrics,
+        )
