@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from deepmem.api.auth import TokenVerifier, bearer_token, settings_from_config
 from deepmem.config import load_config
 
-logger = Logger(service="deepmem-authorizer")
-tracer = Tracer(service="deepmem-authorizer")
-metrics = Metrics(service="deepmem-authorizer")
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 _verifier: TokenVerifier | None = None
 
 

@@ -2,4 +2,4 @@
 
 from deepmem.api.app import delete_router, lambda_handler
 
-handler = lambda_handler(delete_router)
+handler = lambda_handler("delete", delete_router)

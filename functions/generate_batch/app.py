@@ -12,14 +12,14 @@ from uuid import UUID
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deepmem.config import load_config
+from deepmem.config import load_config, require
 from deepmem.domain.chunks import Lane
 from deepmem.services.generation import GenerationService
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-logger = Logger(service="deepmem")
-tracer = Tracer(service="deepmem")
-metrics = Metrics(service="deepmem")
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 
 class _Task(BaseModel):
@@ -50,7 +50,7 @@ _TASK = TypeAdapter(Task)
 def _service() -> GenerationService:
     from deepmem import wiring
 
-    return wiring.build_generation_service(load_config())
+    return wiring.build_generation_service(require(load_config(), "generate_batch"))
 
 
 def handle(
@@ -82,8 +82,8 @@ def handle(
     }
 
 
-@metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle(event, _service(), context)

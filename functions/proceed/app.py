@@ -2,4 +2,4 @@
 
 from deepmem.api.app import lambda_handler, proceed_router
 
-handler = lambda_handler(proceed_router)
+handler = lambda_handler("proceed", proceed_router)

@@ -12,28 +12,28 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deepmem.config import load_config
+from deepmem.config import load_config, require
+from deepmem.domain.errors import NotOurExecutionError
 from deepmem.ports import RunStore
 from deepmem.services.failures import (
     ExecutionStatusChange,
     FailureCaught,
     FailureOutcome,
-    NotOurExecutionError,
     record_failure,
     report_from_catch,
     report_from_status_change,
 )
 from pydantic import ValidationError
 
-logger = Logger(service="deepmem")
-tracer = Tracer(service="deepmem")
-metrics = Metrics(service="deepmem")
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 
 def _store() -> RunStore:
     from deepmem import wiring
 
-    return wiring.shared_run_store(load_config())
+    return wiring.shared_run_store(require(load_config(), "record_failure"))
 
 
 def handle(event: dict[str, Any], store: RunStore, state_machine_arn: str | None) -> dict[str, Any]:
@@ -75,9 +75,9 @@ def handle(event: dict[str, Any], store: RunStore, state_machine_arn: str | None
     return outcome.as_dict()
 
 
-@metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         return handle(event, _store(), load_config().state_machine_arn)

@@ -2,4 +2,4 @@
 
 from deepmem.api.app import lambda_handler, runs_router
 
-handler = lambda_handler(runs_router)
+handler = lambda_handler("runs", runs_router)

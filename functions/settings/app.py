@@ -2,4 +2,4 @@
 
 from deepmem.api.app import lambda_handler, settings_router
 
-handler = lambda_handler(settings_router)
+handler = lambda_handler("settings", settings_router)

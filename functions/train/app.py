@@ -16,14 +16,14 @@ from uuid import UUID
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deepmem.config import load_config
+from deepmem.config import load_config, require
 from deepmem.ports import JobState
 from deepmem.services.training import TrainingService
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-logger = Logger(service="deepmem")
-tracer = Tracer(service="deepmem")
-metrics = Metrics(service="deepmem")
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
 
 
 class TrainTask(BaseModel):
@@ -46,7 +46,7 @@ class TrainTask(BaseModel):
 def _service() -> TrainingService:
     from deepmem import wiring
 
-    return wiring.build_training_service(load_config())
+    return wiring.build_training_service(require(load_config(), "train"))
 
 
 def handle(event: dict[str, Any], service: TrainingService) -> dict[str, Any]:
@@ -73,8 +73,8 @@ def handle(event: dict[str, Any], service: TrainingService) -> dict[str, Any]:
     return step.as_dict()
 
 
-@metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle(event, _service())

@@ -14,9 +14,9 @@ import json
 from typing import Any
 from uuid import UUID
 
+from deepmem.domain.executions import execution_name
 from deepmem.domain.status import Phase
 from deepmem.local.lambda_runtime import status_change_event
-from deepmem.ports import execution_name
 
 API_PREFIX = "/v1/api/deep-memory"
 ACCOUNT = "123456789012"

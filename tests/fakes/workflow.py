@@ -7,8 +7,9 @@ from dataclasses import dataclass, replace
 from uuid import UUID
 
 from deepmem.domain.errors import WorkflowError
+from deepmem.domain.executions import execution_name
 from deepmem.domain.status import Phase
-from deepmem.ports import Execution, ExecutionState, execution_name
+from deepmem.ports import Execution, ExecutionState
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,11 @@ def test_local_dataset_gets_the_query_adapter_with_its_own_embedding_model(
         id=uuid4(), dataset=path, status=RunStatus.TRAINING, created_at=now, updated_at=now
     )
 
-    trainer = wiring.trainer_factory(config)(TrainerKind.QUERY_ADAPTER, run)
+    service = wiring.build_training_service(config, MemoryRunStore())
+    model = service.embedding_model(path)
+    trainer = service.trainers(TrainerKind.QUERY_ADAPTER, run, model)
 
+    assert model == "all-MiniLM-L6-v2"  # the dataset's own model, not the setting's
     assert isinstance(trainer, QueryAdapterTrainer)
     assert isinstance(trainer.embedder, OfflineEmbedder)
     assert isinstance(trainer.artifacts, LocalArtifactStore)

@@ -32,7 +32,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[MemoryRunStore, LocalWorkflow, str, 
     store = MemoryRunStore()
     artifacts = LocalArtifactStore(tmp_path / "artifacts")
     service = TrainingService(
-        store, lambda kind, run: QueryAdapterTrainer(run.dataset, embedder, artifacts)
+        store, lambda kind, run, model: QueryAdapterTrainer(run.dataset, embedder, artifacts)
     )
 
     def train(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from deepmem.local.workflow import LocalWorkflow
 from deepmem.ports import ExecutionState, GeneratedQuestions
 from deepmem.services.generation import GenerationService
 from deepmem.services.runs import RunService
-from deepmem.services.training import TrainingService
 
 from tests.integration.generation_support import build_test_dataset
 
@@ -108,7 +107,7 @@ def _workflow(store: PostgresStore, config: Config, faults: Faults) -> LocalWork
     generation = GenerationService(
         store, wiring.chunk_source_for(config), lambda _settings: FaultyGenerator(faults)
     )
-    training = TrainingService(store, wiring.trainer_factory(config))
+    training = wiring.build_training_service(config, store)
 
     def generate(event: dict[str, Any], context: Any) -> Any:
         faults.at(event["action"])

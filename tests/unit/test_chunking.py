@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 from deepmem.domain.errors import DatasetError
-from deepmem.local.dataset_builder import (
-    chunk_id,
-    chunk_text,
-    iter_chunks,
-    split_sentences,
-)
+from deepmem.domain.text import chunk_id, chunk_text, split_sentences
+from deepmem.local.dataset_builder import iter_chunks
 
 
 def _numbered_sentences(count: int) -> str:

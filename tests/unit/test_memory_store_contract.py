@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.contracts import include, run_store
 from tests.fakes.memory_store import MemoryRunStore
-from tests.integration import test_store_contract as contract
 
-for _name in dir(contract):
-    if _name.startswith("test_"):
-        globals()[_name] = getattr(contract, _name)
+include(run_store, globals())
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from deepmem.adapters.generators.offline import OfflineQuestionGenerator
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.models import ChunkQuestions
-from deepmem.local.dataset_builder import chunk_text
+from deepmem.domain.text import chunk_text
 from deepmem.local.stdlib_corpus import iter_stdlib_docs
 
 EVEREST = Chunk(

@@ -6,14 +6,8 @@ import json
 from email.utils import formatdate
 
 import pytest
-from deepmem.adapters.generators.openai import (
-    MAX_QUESTION_CHARS,
-    backoff_delay,
-    clean_questions,
-    normalize_question,
-    parse_candidates,
-    parse_retry_after,
-)
+from deepmem.adapters.generators.openai import backoff_delay, parse_candidates, parse_retry_after
+from deepmem.domain.questions import MAX_QUESTION_CHARS, clean_questions, normalize_question
 
 
 @pytest.mark.parametrize(

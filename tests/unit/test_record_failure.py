@@ -10,14 +10,11 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from deepmem.domain.errors import NotOurExecutionError
+from deepmem.domain.executions import parse_execution_name
 from deepmem.domain.models import TrainingRun
 from deepmem.domain.status import Phase, RunStatus
-from deepmem.services.failures import (
-    ERROR_MESSAGE_LIMIT,
-    NotOurExecutionError,
-    describe_error,
-    parse_execution_name,
-)
+from deepmem.services.failures import ERROR_MESSAGE_LIMIT, describe_error
 from pydantic import ValidationError
 
 from tests.fakes import events

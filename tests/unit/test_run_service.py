@@ -18,7 +18,8 @@ from deepmem.domain.errors import (
 )
 from deepmem.domain.models import Settings, SettingsUpdate, TrainerKind
 from deepmem.domain.status import RunStatus
-from deepmem.services.runs import RunService, effective_trainer
+from deepmem.domain.trainers import effective_trainer
+from deepmem.services.runs import RunService
 
 from tests.fakes.memory_store import MemoryRunStore
 from tests.fakes.workflow import FakeWorkflow
@@ -151,3 +152,31 @@ def test_deep_memory_cannot_be_chosen_for_a_local_dataset(service, store) -> Non
         service.update_settings(SettingsUpdate(trainer=TrainerKind.DEEP_MEMORY))
 
     assert store.get_settings().trainer is TrainerKind.AUTO
+
+
+def test_an_orphan_is_failed_with_its_phases_status(service, store, workflow) -> None:
+    run_id: UUID = service.start_generation(None).run.id
+    workflow.executions.clear()  # its process ended: the local engine lost the execution
+
+    failed = service.fail_if_orphaned(run_id)
+
+    assert failed.status is RunStatus.GENERATING_FAILED
+    assert failed.error_message is not None and "no longer exists" in failed.error_message
+    assert workflow.stops == []
+
+
+def test_a_run_whose_execution_lives_is_no_orphan(service, store, workflow) -> None:
+    run_id: UUID = service.start_generation(None).run.id
+
+    assert service.fail_if_orphaned(run_id).status is RunStatus.GENERATING
+    assert store.get_run(run_id).status is RunStatus.GENERATING
+
+
+def test_a_run_that_is_not_active_is_left_as_it_is(service, store, workflow) -> None:
+    run_id: UUID = service.start_generation(None).run.id
+    service.cancel(run_id)
+    workflow.executions.clear()
+
+    left = service.fail_if_orphaned(run_id)
+
+    assert (left.status, left.error_message) == (RunStatus.GENERATING_FAILED, "cancelled")

@@ -35,7 +35,7 @@ def _service(trainer: ScriptedTrainer) -> tuple[TrainingService, str]:
     )
     store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATED)
     store.transition(run.id, RunStatus.GENERATED, RunStatus.TRAINING)
-    return TrainingService(store, lambda kind, run: trainer), str(run.id)
+    return TrainingService(store, lambda kind, run, model: trainer), str(run.id)
 
 
 def _lines(out: str) -> list[dict[str, Any]]:

@@ -8,14 +8,9 @@ import pytest
 from deepmem.domain.errors import InvalidTransitionError, TrainingError
 from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, TrainerKind, TrainingRun
 from deepmem.domain.status import RunStatus
+from deepmem.domain.trainers import choose_trainer, kind_of_job
 from deepmem.ports import JobState, JobStatus, Trainer
-from deepmem.services import training
-from deepmem.services.training import (
-    TrainingService,
-    choose_trainer,
-    needs_resubmit,
-    suggest_wait,
-)
+from deepmem.services.training import TrainingService, needs_resubmit, suggest_wait
 
 from tests.fakes.memory_store import MemoryRunStore
 from tests.fakes.trainer import COMPLETED, ScriptedTrainer
@@ -40,7 +35,7 @@ class Factory:
         self.by_kind = by_kind
         self.asked: list[TrainerKind] = []
 
-    def __call__(self, kind: TrainerKind, run: TrainingRun) -> Trainer:
+    def __call__(self, kind: TrainerKind, run: TrainingRun, embedding_model: str) -> Trainer:
         self.asked.append(kind)
         return self.by_kind[kind.value]
 
@@ -131,4 +126,4 @@ def test_the_settings_can_force_the_adapter_on_a_hub_dataset() -> None:
     factory = Factory(query_adapter=ScriptedTrainer(job_prefix="adapter"))
     step = TrainingService(store, factory).submit(run_id)
     assert factory.asked == [TrainerKind.QUERY_ADAPTER]
-    assert training.kind_of_job(step.job_id) is TrainerKind.QUERY_ADAPTER
+    assert kind_of_job(step.job_id) is TrainerKind.QUERY_ADAPTER

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deepmem.domain.errors import ConfigurationError
+
 
 class Config(BaseSettings):
     """Every knob that is not an admin setting. Unset parts fall back to the embedded default."""
@@ -89,6 +91,49 @@ class Config(BaseSettings):
     @property
     def artifacts_location(self) -> str:
         return self.artifacts or str(self.home / "artifacts")
+
+
+#: One of these makes a run store: PostgreSQL directly, or Supabase (with its service key).
+DATABASE = ("DATABASE_URL", "SUPABASE_URL")
+STATE_MACHINE = ("STATE_MACHINE_ARN",)
+
+#: What each Lambda function cannot work without, as groups of variables of which one must be
+#: set. Checked when a function builds its service (its first invocation), so a misconfigured
+#: stack fails at once with a message that names the variable, not deep inside a request.
+FUNCTION_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "runs": (DATABASE, STATE_MACHINE),
+    "proceed": (DATABASE, STATE_MACHINE),
+    "delete": (DATABASE, STATE_MACHINE),
+    "settings": (DATABASE, STATE_MACHINE),
+    "generate_batch": (DATABASE,),
+    "train": (DATABASE,),
+    "record_failure": (DATABASE,),
+    "authorizer": (),
+}
+
+
+class MissingConfigurationError(ConfigurationError):
+    """A function started without a variable it needs."""
+
+
+def missing_variables(config: Config, needs: tuple[tuple[str, ...], ...]) -> list[str]:
+    """The groups of `needs` of which no variable is set, each as "A or B"."""
+    values = {
+        field.alias: getattr(config, name)
+        for name, field in Config.model_fields.items()
+        if field.alias
+    }
+    return [" or ".join(group) for group in needs if not any(values.get(v) for v in group)]
+
+
+def require(config: Config, function: str) -> Config:
+    """`config`, or MissingConfigurationError naming every variable `function` lacks."""
+    missing = missing_variables(config, FUNCTION_NEEDS[function])
+    if missing:
+        raise MissingConfigurationError(
+            f"the {function} function is not configured: set {'; '.join(missing)}"
+        )
+    return config
 
 
 @lru_cache(maxsize=1)

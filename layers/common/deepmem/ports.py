@@ -169,11 +169,6 @@ class Execution:
     cause: str | None = None
 
 
-def execution_name(run_id: UUID, phase: Phase, attempt: int) -> str:
-    """Deterministic, so a duplicate start is refused by the engine itself."""
-    return f"{run_id}-{phase.value}-{attempt}"
-
-
 class Workflow(Protocol):
     def start(self, run_id: UUID, phase: Phase, attempt: int) -> Execution:
         """Start the phase's execution. Starting the same (run, phase, attempt) twice

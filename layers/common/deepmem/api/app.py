@@ -42,7 +42,7 @@ from deepmem.api.models import (
 )
 from deepmem.services.runs import RunExecution, RunService
 
-logger = Logger(service="deepmem-api")
+logger = Logger()
 
 API_PREFIX = "/v1/api/deep-memory"
 API_TITLE = "deepmem"
@@ -52,17 +52,18 @@ API_VERSION = "1.0.0"
 
 _service: RunService | None = None
 _service_lock = threading.Lock()
+#: The API function this process serves (set by `lambda_handler`); None for `deepmem serve`.
+_function: str | None = None
 
 
 def build_run_service() -> RunService:
     from deepmem import wiring
+    from deepmem.config import require
 
     config = wiring.load_config()
-    return RunService(
-        store=wiring.shared_run_store(config),
-        workflow=wiring.build_workflow(config),
-        dataset=config.dataset_path,
-    )
+    if _function is not None:
+        require(config, _function)
+    return wiring.build_run_service(config, wiring.shared_run_store(config))
 
 
 def run_service() -> RunService:
@@ -360,16 +361,22 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.resolve(event, context)
 
 
-def lambda_handler(*routers: Router) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """The Lambda entry point of one API function: its routes behind Powertools' decorator
-    stack (tracing, the request's correlation id on every log line, metrics per status class)."""
+def lambda_handler(
+    function: str, *routers: Router
+) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda entry point of API function `function` (`functions/<function>/`): its routes
+    behind Powertools' decorator stack (tracing, the request's correlation id on every log
+    line, metrics per status class). The service it builds on first use checks the
+    configuration the function needs (`deepmem.config.FUNCTION_NEEDS`)."""
+    global _function
+    _function = function
     from aws_lambda_powertools import Metrics, Tracer
     from aws_lambda_powertools.logging import correlation_paths
     from aws_lambda_powertools.metrics import MetricUnit
 
-    logger = Logger(service="deepmem-api")
-    tracer = Tracer(service="deepmem-api")
-    metrics = Metrics(service="deepmem-api")
+    logger = Logger()
+    tracer = Tracer()
+    metrics = Metrics()
     resolver = build_resolver(*routers)
 
     @tracer.capture_lambda_handler

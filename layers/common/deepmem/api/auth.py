@@ -25,6 +25,8 @@ from uuid import UUID
 import jwt
 from jwt import PyJWKClient
 
+from deepmem.domain.errors import DeepmemError
+
 ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
 HS256 = "HS256"
 
@@ -115,7 +117,7 @@ def jwks_client(url: str) -> PyJWKClient:
         return client
 
 
-class AuthUnavailableError(Exception):
+class AuthUnavailableError(DeepmemError):
     """The authorizer cannot decide (no configuration, JWKS unreachable): not the caller's fault."""
 
 

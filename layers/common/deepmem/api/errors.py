@@ -22,6 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 
 from deepmem.domain.errors import (
     BlockingRunExistsError,
+    DeepmemError,
     InvalidSettingsError,
     InvalidTransitionError,
     RunNotFoundError,
@@ -30,10 +31,10 @@ from deepmem.domain.errors import (
     WorkflowError,
 )
 
-logger = Logger(service="deepmem-api")
+logger = Logger()
 
 
-class NotAuthenticatedError(Exception):
+class NotAuthenticatedError(DeepmemError):
     """The request reached a handler without a verified caller (no authorizer context)."""
 
 

@@ -27,7 +27,7 @@ from deepmem.domain.errors import (
     SettingsLockedError,
 )
 from deepmem.domain.models import SettingsUpdate, TrainingRun
-from deepmem.domain.status import Phase, RunStatus, phase_of
+from deepmem.domain.status import Phase, done_status, phase_of
 
 app = typer.Typer(
     name="deepmem",
@@ -38,8 +38,6 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
-
-_PHASE_DONE = {Phase.GENERATING: RunStatus.GENERATED, Phase.TRAINING: RunStatus.COMPLETED}
 
 #: Exit codes, documented in the README.
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4
@@ -128,7 +126,7 @@ def _started(runtime: Any, run: TrainingRun, phase: Phase, wait: bool) -> None:
 
     final = follow(console, runtime, run, phase)
     console.print(f"run {final.id}: {final.status.value} {final.error_message or ''}")
-    if final.status is not _PHASE_DONE[phase]:
+    if final.status is not done_status(phase):
         raise typer.Exit(EXIT_ERROR)
 
 
@@ -256,17 +254,7 @@ def cancel(run: str) -> None:
     Locally, an active run whose process ended has no execution left: it is marked failed."""
     run_id = _run_id(run)
     with _clean_errors(), _runtime() as runtime:
-        current = runtime.runs().get_run(run_id)
-        phase = runtime.orphaned_phase(current)
-        if phase is not None:
-            from deepmem.domain.status import active_status, failed_status
-
-            runtime.store.transition(
-                run_id, active_status(phase), failed_status(phase), error_message="cancelled"
-            )
-            stopped = runtime.store.get_run(run_id)
-        else:
-            stopped = runtime.runs().cancel(run_id).run
+        stopped = runtime.runs().cancel(run_id).run
         console.print(f"run {stopped.id}: {stopped.status.value} ({stopped.error_message})")
 
 

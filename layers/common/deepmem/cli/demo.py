@@ -30,9 +30,10 @@ from rich.table import Table
 from deepmem.cli.runtime import ProcessLock, Runtime
 from deepmem.config import load_config
 from deepmem.domain.chunks import Chunk
+from deepmem.domain.datasets import is_cloud_dataset
 from deepmem.domain.errors import BlockingRunExistsError, DeepmemError, GenerationError
 from deepmem.domain.models import Settings, SettingsUpdate, TrainingRun
-from deepmem.domain.status import PROCEED_TARGETS, Phase, RunStatus, active_status, failed_status
+from deepmem.domain.status import PROCEED_TARGETS, Phase, RunStatus, done_status, failed_status
 from deepmem.local.functions import load_function
 from deepmem.ports import GeneratedQuestions, JobState, JobStatus, QuestionGenerator, Trainer
 
@@ -40,7 +41,6 @@ DEMO_SETTINGS = SettingsUpdate(
     questions_per_chunk=3, batch_size=20, concurrency=8, lanes=2, max_chunks_per_run=None
 )
 INJECTED = "injected fault"
-_PHASE_DONE = {Phase.GENERATING: RunStatus.GENERATED, Phase.TRAINING: RunStatus.COMPLETED}
 
 
 class CorpusNotFoundError(DeepmemError):
@@ -98,19 +98,13 @@ def demo_handlers(fault: DemoFault) -> Any:
 
     def build(runtime: Runtime) -> Mapping[str, Any]:
         from deepmem import wiring
-        from deepmem.services.generation import GenerationService
-        from deepmem.services.training import TrainingService
 
         config = runtime.config
-        generators = wiring.generator_for(config)
-        trainers = wiring.trainer_factory(config)
-        generation = GenerationService(
-            runtime.store,
-            wiring.chunk_source_for(config),
-            lambda settings: FaultyGenerator(generators(settings), fault),
+        generation = wiring.build_generation_service(
+            config, runtime.store, wrap_generator=lambda inner: FaultyGenerator(inner, fault)
         )
-        training = TrainingService(
-            runtime.store, lambda kind, run: FaultyTrainer(trainers(kind, run), fault)
+        training = wiring.build_training_service(
+            config, runtime.store, wrap_trainer=lambda inner: FaultyTrainer(inner, fault)
         )
         generate_batch = load_function("generate_batch")
         train = load_function("train")
@@ -145,12 +139,12 @@ class DemoSummary:
 def build_demo_dataset(
     console: Console, runtime: Runtime, corpus: Path | None, limit: int | None
 ) -> tuple[str, int]:
-    from deepmem.adapters.embedders.offline import OfflineEmbedder
+    from deepmem import wiring
     from deepmem.local.dataset_builder import build_dataset
     from deepmem.local.stdlib_corpus import stdlib_corpus
 
     dataset = runtime.config.dataset_path
-    if dataset.startswith("hub://"):
+    if is_cloud_dataset(dataset):
         raise DeepmemError(
             f"the demo builds a local dataset, but DEEPMEM_DATASET is {dataset}: unset it"
         )
@@ -167,7 +161,8 @@ def build_demo_dataset(
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        count = build_dataset(corpus, dataset, OfflineEmbedder(), limit=limit, progress=advance)
+        embedder = wiring.offline_embedder()
+        count = build_dataset(corpus, dataset, embedder, limit=limit, progress=advance)
     if count == 0:
         raise CorpusNotFoundError(f"corpus {corpus} has no .md, .txt or .jsonl text to use")
     console.print(f"dataset: {dataset} ({count} chunks)")
@@ -247,7 +242,7 @@ def run_phase(
         console.print(f"[green]POST /proceed[/green] {run.id}: resuming {phase.value}")
         run = runtime.runs().proceed(run.id).run
         run = follow(console, runtime, run, phase)
-        if run.status is not _PHASE_DONE[phase]:
+        if run.status is not done_status(phase):
             raise DeepmemError(f"{phase.value} failed again: {run.error_message}")
     summary.seconds[phase.value] = round(time.monotonic() - started, 2)
     return run
@@ -259,15 +254,7 @@ def resume_unfinished(console: Console, runtime: Runtime) -> TrainingRun | None:
     run = runtime.store.find_blocking_run()
     if run is None:
         return None
-    phase = runtime.orphaned_phase(run)
-    if phase is not None:
-        runtime.store.transition(
-            run.id,
-            active_status(phase),
-            failed_status(phase),
-            error_message="interrupted: the process running its local execution ended",
-        )
-        run = runtime.store.get_run(run.id)
+    run = runtime.runs().fail_if_orphaned(run.id)
     console.print(f"[yellow]found unfinished run {run.id} ({run.status.value}): resuming it")
     return run
 

@@ -5,50 +5,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from deepmem.config import load_config
 from deepmem.domain.errors import DatasetError, DeepmemError
+
+if TYPE_CHECKING:
+    from deepmem.wiring import CorpusSearch
 
 
 class NoAdapterError(DeepmemError):
     """No query adapter has been trained yet."""
 
 
-def _parts(token: str | None = None) -> tuple[Any, Any, Any]:
-    """The dataset's corpus, the embedder of its model, the latest adapter (or None)."""
+def _corpus_search() -> CorpusSearch:
+    """The dataset, the embedder training chose for it, the latest adapter (or None)."""
     from deepmem import wiring
-    from deepmem.adapters.dataset.corpus import dataset_embedding_model, load_corpus
-    from deepmem.adapters.trainers.artifacts import ArtifactNotFoundError, artifact_store_for
+    from deepmem.cli.runtime import Runtime
 
-    config = load_config()
-    dataset = config.dataset_path
-    corpus = load_corpus(dataset, token)
-    model = dataset_embedding_model(dataset, token) or "all-MiniLM-L6-v2"
-    embedder = wiring.embedder_for_model(config, model)
-    store = artifact_store_for(config.artifacts_location)
-    job_id = store.latest_job_id()
-    adapter = None
-    if job_id is not None:
-        try:
-            adapter = store.load(job_id).matrix
-        except ArtifactNotFoundError:
-            adapter = None
-    return corpus, embedder, adapter
+    with Runtime() as runtime:
+        return wiring.build_corpus_search(runtime.config, runtime.store)
 
 
 def run_search(console: Console, question: str, *, k: int, use_adapter: bool) -> None:
-    from deepmem.adapters.dataset.corpus import search
-
-    corpus, embedder, adapter = _parts()
-    if use_adapter and adapter is None:
+    found = _corpus_search()
+    if use_adapter and found.adapter is None:
         raise NoAdapterError("no query adapter is trained yet: run `deepmem demo` or train a run")
-    hits = search(
-        question, embedder=embedder, corpus=corpus, adapter=adapter if use_adapter else None, k=k
-    )
+    hits = found.search(question, k=k, use_adapter=use_adapter)
     table = Table(title=f"top {k} for {question!r}" + (" (adapter)" if use_adapter else ""))
     table.add_column("score")
     table.add_column("chunk")
@@ -83,11 +68,9 @@ def read_judgments(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def run_eval(console: Console, path: Path) -> None:
-    from deepmem.adapters.dataset.corpus import evaluate_queries
-
     queries, relevant = read_judgments(path)
-    corpus, embedder, adapter = _parts()
-    result = evaluate_queries(corpus, embedder, queries, relevant, adapter=adapter)
+    found = _corpus_search()
+    result = found.evaluate(queries, relevant)
     table = Table(title=f"{result['queries']} queries ({result['skipped']} skipped)")
     table.add_column("metric")
     table.add_column("base")
@@ -96,5 +79,5 @@ def run_eval(console: Console, path: Path) -> None:
         after = result.get("adapter", {}).get(key)
         table.add_row(key, f"{base:.3f}", "-" if after is None else f"{after:.3f}")
     console.print(table)
-    if adapter is None:
+    if found.adapter is None:
         console.print("no query adapter trained yet: only the base is reported")

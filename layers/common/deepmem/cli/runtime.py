@@ -13,7 +13,7 @@ from typing import Any
 
 from deepmem.config import Config, load_config
 from deepmem.domain.errors import DeepmemError
-from deepmem.domain.status import ACTIVE_STATUSES, Phase, phase_of
+from deepmem.domain.status import Phase
 from deepmem.ports import Execution, ExecutionState, RunStore, Workflow
 from deepmem.services.runs import RunService
 
@@ -166,7 +166,9 @@ class Runtime:
         return self._workflow
 
     def runs(self) -> RunService:
-        return RunService(self.store, self.workflow, self.config.dataset_path)
+        from deepmem import wiring
+
+        return wiring.build_run_service(self.config, self.store, self.workflow)
 
     def execution(self, run_id: Any, phase: Phase, attempt: int) -> Execution | None:
         return self.workflow.describe(run_id, phase, attempt)
@@ -189,12 +191,3 @@ class Runtime:
                     on_tick()
                 return execution
             time.sleep(interval)
-
-    def orphaned_phase(self, run: Any) -> Phase | None:
-        """An active run with no live execution: locally, its process ended under it."""
-        if not self.is_local or run.status not in ACTIVE_STATUSES:
-            return None
-        phase = phase_of(run.status)
-        assert phase is not None
-        execution = self.workflow.describe(run.id, phase, run.attempt)
-        return phase if execution is None else None

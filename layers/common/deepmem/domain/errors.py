@@ -71,6 +71,10 @@ class InvalidSettingsError(DeepmemError):
     """Settings that validate alone but cannot work here (Deep Memory on a local dataset)."""
 
 
+class ConfigurationError(DeepmemError):
+    """The environment does not say enough to build a part."""
+
+
 class StoreError(DeepmemError):
     """The run store could not be reached or answered unexpectedly."""
 
@@ -113,3 +117,7 @@ class WorkflowError(DeepmemError):
 
 class ExecutionAlreadyExistsError(WorkflowError):
     """An execution with that (run, phase, attempt) name already exists."""
+
+
+class NotOurExecutionError(DeepmemError):
+    """The execution's name is not `<run>-<phase>-<attempt>`: it is not one of ours."""

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from deepmem.domain.datasets import is_cloud_dataset
 from deepmem.domain.status import RunStatus
 
 ModelName = Annotated[
@@ -43,7 +44,7 @@ class TrainingRun(BaseModel):
 
     @property
     def is_cloud(self) -> bool:
-        return self.dataset.startswith("hub://")
+        return is_cloud_dataset(self.dataset)
 
 
 class TrainingPair(BaseModel):
@@ -103,7 +104,12 @@ class Settings(BaseModel):
     questions_per_chunk: int = Field(default=3, ge=1, le=10)
     llm_model: ModelName = "gpt-4o-mini"
     embedding_model: ModelName = "text-embedding-3-small"
-    batch_size: int = Field(default=50, ge=1, le=1000, description="chunks per generate-batch call")
+    batch_size: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="chunks read, and answers recorded, per transaction of a lane",
+    )
     concurrency: int = Field(default=16, ge=1, le=128, description="LLM calls in flight per lane")
     lanes: int = Field(default=2, ge=1, le=40, description="parallel workers of the Map state")
     max_chunks_per_run: int | None = Field(

@@ -53,6 +53,15 @@ _ACTIVE_STATUS: dict[Phase, RunStatus] = {
 }
 
 
+_DONE_STATUS: dict[Phase, RunStatus] = {
+    Phase.GENERATING: RunStatus.GENERATED,
+    Phase.TRAINING: RunStatus.COMPLETED,
+}
+
+#: What a cancelled run (or an aborted execution) keeps as its error; the API promises this text.
+CANCELLED_MESSAGE = "cancelled"
+
+
 def can_transition(current: RunStatus, target: RunStatus) -> bool:
     return target in TRANSITIONS[current]
 
@@ -63,6 +72,11 @@ def failed_status(phase: Phase) -> RunStatus:
 
 def active_status(phase: Phase) -> RunStatus:
     return _ACTIVE_STATUS[phase]
+
+
+def done_status(phase: Phase) -> RunStatus:
+    """Where a phase that succeeded leaves its run."""
+    return _DONE_STATUS[phase]
 
 
 def phase_of(status: RunStatus) -> Phase | None:

@@ -3,7 +3,7 @@ interpreter, with our handlers invoked in process (no Docker, no AWS account).
 
 THE CONTRACT between `statemachine/training.asl.json` and the task handlers
 ---------------------------------------------------------------------------
-Execution: name `<run_id>-<phase>-<attempt>` (`deepmem.ports.execution_name`), input
+Execution: name `<run_id>-<phase>-<attempt>` (`deepmem.domain.executions.execution_name`), input
 `{"run_id": "<uuid>", "phase": "generating"|"training", "attempt": <int>}`. Every task gets
 `run_id` and `attempt` from the execution input (`$$.Execution.Input`), never from a previous
 task's output, so a handler cannot lose them.
@@ -81,11 +81,12 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_funct
 
 from deepmem.adapters.workflow.step_functions import StepFunctionsWorkflow
 from deepmem.domain.errors import WorkflowError
+from deepmem.domain.executions import execution_name
 from deepmem.domain.status import Phase
 from deepmem.local.functions import functions_dir, load_function
 from deepmem.local.lambda_runtime import ACCOUNT_ID, LocalLambdaContext, status_change_event
 from deepmem.local.paths import repo_root
-from deepmem.ports import Execution, ExecutionState, execution_name
+from deepmem.ports import Execution, ExecutionState
 
 #: The moto release whose interpreter internals (the patched `LambdaFunction.invoke`, the
 #: retrier's `time.sleep`, `WaitFunction._wait_interval`) this adapter was verified against.

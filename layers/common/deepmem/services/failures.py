@@ -13,7 +13,6 @@ only for the run's current attempt, so a late or duplicate report never overwrit
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -22,28 +21,18 @@ from uuid import UUID
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from deepmem.domain.errors import DeepmemError, RunNotFoundError
+from deepmem.domain.errors import RunNotFoundError
+from deepmem.domain.executions import parse_execution_name
 from deepmem.domain.models import TrainingRun
-from deepmem.domain.status import Phase, active_status, failed_status
+from deepmem.domain.status import CANCELLED_MESSAGE, Phase, active_status, failed_status
 from deepmem.ports import RunStore
 
-logger = Logger(service="deepmem", child=True)
+logger = Logger(child=True)
 
 #: Enough for a stack-free reason; the database column and the dashboard need no more.
 ERROR_MESSAGE_LIMIT = 1000
 
-#: What an aborted execution leaves on its run; the API's cancel endpoint promises this text.
-CANCELLED_MESSAGE = "cancelled"
 TIMED_OUT_MESSAGE = "timed out"
-
-_EXECUTION_NAME = re.compile(
-    r"^(?P<run_id>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
-    r"-(?P<phase>[a-z]+)-(?P<attempt>[0-9]+)$"
-)
-
-
-class NotOurExecutionError(DeepmemError):
-    """The execution's name is not `<run>-<phase>-<attempt>`: it is not one of ours."""
 
 
 class ExecutionStatus(StrEnum):
@@ -52,7 +41,7 @@ class ExecutionStatus(StrEnum):
     FAILED = "FAILED"
 
 
-class TaskError(BaseModel):
+class ErrorAndCause(BaseModel):
     """The `{Error, Cause}` object a Catch puts at its ResultPath."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -70,7 +59,7 @@ class FailureCaught(BaseModel):
     run_id: UUID
     phase: Phase
     attempt: int = Field(ge=1)
-    error: TaskError
+    error: ErrorAndCause
 
 
 class ExecutionStatusDetail(BaseModel):
@@ -125,18 +114,6 @@ class FailureOutcome:
             "status": self.run.status.value if self.run else None,
             "skipped": self.skipped,
         }
-
-
-def parse_execution_name(name: str) -> tuple[UUID, Phase, int]:
-    """Invert `deepmem.ports.execution_name`."""
-    match = _EXECUTION_NAME.match(name)
-    if match is None:
-        raise NotOurExecutionError(f"execution name {name!r} is not <run>-<phase>-<attempt>")
-    try:
-        phase = Phase(match["phase"])
-    except ValueError:
-        raise NotOurExecutionError(f"execution name {name!r} has an unknown phase") from None
-    return UUID(match["run_id"]), phase, int(match["attempt"])
 
 
 def describe_error(error: str | None, cause: str | None, limit: int = ERROR_MESSAGE_LIMIT) -> str:

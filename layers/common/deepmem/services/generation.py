@@ -26,7 +26,7 @@ from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, Trainin
 from deepmem.domain.status import RunStatus
 from deepmem.ports import ChunkSource, GeneratedQuestions, QuestionGenerator, RunStore
 
-logger = Logger(service="deepmem", child=True)
+logger = Logger(child=True)
 
 #: Stop taking new batches when less than this is left of the invocation (milliseconds).
 MIN_REMAINING_MS = 20_000

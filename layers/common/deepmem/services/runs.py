@@ -12,15 +12,16 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from deepmem.domain.datasets import is_cloud_dataset
 from deepmem.domain.errors import (
     InvalidSettingsError,
     InvalidTransitionError,
     RunNotCancellableError,
     RunNotProceedableError,
     SettingsLockedError,
-    TrainingError,
     WorkflowError,
 )
+from deepmem.domain.executions import execution_name
 from deepmem.domain.models import (
     DeleteOutcome,
     Settings,
@@ -31,6 +32,7 @@ from deepmem.domain.models import (
 )
 from deepmem.domain.status import (
     ACTIVE_STATUSES,
+    CANCELLED_MESSAGE,
     PROCEED_TARGETS,
     Phase,
     RunStatus,
@@ -38,10 +40,11 @@ from deepmem.domain.status import (
     failed_status,
     phase_of,
 )
-from deepmem.ports import Execution, ExecutionState, RunStore, Workflow, execution_name
-from deepmem.services.training import choose_trainer
+from deepmem.domain.trainers import effective_trainer
+from deepmem.ports import Execution, ExecutionState, RunStore, Workflow
 
-CANCELLED = "cancelled"
+#: What an active run whose execution no longer exists keeps as its error.
+ORPHANED_MESSAGE = "interrupted: its execution no longer exists (the process running it ended)"
 
 
 @dataclass(frozen=True)
@@ -63,19 +66,6 @@ class SettingsView(BaseModel):
     blocking_run_status: RunStatus | None
     is_cloud: bool
     effective_trainer: TrainerKind | None
-
-
-def is_cloud_dataset(dataset: str) -> bool:
-    return dataset.startswith("hub://")
-
-
-def effective_trainer(settings: Settings, dataset: str) -> TrainerKind | None:
-    """The trainer the next training will use (the train task's own choice), or None when the
-    setting cannot be honoured on this dataset (Deep Memory exists only for `hub://`)."""
-    try:
-        return choose_trainer(settings.trainer, dataset)
-    except TrainingError:
-        return None
 
 
 class RunService:
@@ -153,15 +143,38 @@ class RunService:
         assert phase is not None
         execution = self.workflow.describe(run.id, phase, run.attempt)
         if execution is not None and execution.state is ExecutionState.RUNNING:
-            self.workflow.stop(run.id, phase, run.attempt, cause=CANCELLED)
+            self.workflow.stop(run.id, phase, run.attempt, cause=CANCELLED_MESSAGE)
             execution = self.workflow.describe(run.id, phase, run.attempt) or execution
-        self.store.transition(
-            run.id, active_status(phase), failed_status(phase), error_message=CANCELLED
-        )
+        self._fail(run, phase, CANCELLED_MESSAGE)
         if execution is None:
             name = execution_name(run.id, phase, run.attempt)
             execution = Execution(name=name, arn=name, state=ExecutionState.ABORTED)
         return RunExecution(run=self.store.get_run(run_id), execution=execution)
+
+    def fail_if_orphaned(self, run_id: UUID, reason: str = ORPHANED_MESSAGE) -> TrainingRun:
+        """An active run whose execution no longer exists (it never started, or, locally, the
+        process that ran it ended) is failed with its phase's status and `reason`, so it can be
+        proceeded or deleted; in AWS the EventBridge safety net does the same for executions
+        that end without moving their run. Any other run is returned as it is."""
+        run = self.store.get_run(run_id)
+        phase = phase_of(run.status)
+        if run.status not in ACTIVE_STATUSES or phase is None:
+            return run
+        if self.workflow.describe(run.id, phase, run.attempt) is not None:
+            return run
+        return self._fail(run, phase, reason)
+
+    def _fail(self, run: TrainingRun, phase: Phase, reason: str) -> TrainingRun:
+        """Compare-and-set from the phase's active status at the run's attempt: a run that
+        moved on meanwhile is left as it is."""
+        self.store.transition(
+            run.id,
+            active_status(phase),
+            failed_status(phase),
+            error_message=reason,
+            attempt=run.attempt,
+        )
+        return self.store.get_run(run.id)
 
     # reading and deleting
 

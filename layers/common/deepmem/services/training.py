@@ -22,35 +22,21 @@ from uuid import UUID
 from deepmem.domain.errors import InvalidTransitionError, TrainingError
 from deepmem.domain.models import TrainerKind, TrainingPair, TrainingRun
 from deepmem.domain.status import RunStatus
+from deepmem.domain.trainers import choose_trainer, kind_of_job
 from deepmem.ports import JobState, JobStatus, RunStore, Trainer
 
-ADAPTER_JOB_PREFIX = "adapter-"  # the query adapter's job ids: adapter-<run id>-<attempt>
 PAIR_PAGE = 1000
 
-#: (kind, run) -> the trainer that trains that run's dataset with that kind.
-TrainerFactory = Callable[[TrainerKind, TrainingRun], Trainer]
+#: (kind, run, embedding model) -> the trainer that trains that run's dataset with that kind,
+#: embedding the run's questions with that model.
+TrainerFactory = Callable[[TrainerKind, TrainingRun, str], Trainer]
+
+#: dataset -> the embedding model its info records (the dataset builder writes it), or None.
+RecordedEmbeddingModel = Callable[[str], str | None]
 
 
-def choose_trainer(setting: TrainerKind, dataset: str) -> TrainerKind:
-    """`hub://` → Deep Memory, anything else → the query adapter; the setting may force the
-    adapter anywhere, and Deep Memory only where it exists."""
-    cloud = dataset.startswith("hub://")
-    if setting is TrainerKind.QUERY_ADAPTER:
-        return TrainerKind.QUERY_ADAPTER
-    if setting is TrainerKind.DEEP_MEMORY and not cloud:
-        raise TrainingError(
-            f"the trainer setting is deep_memory but dataset {dataset!r} is not a hub:// "
-            "dataset: Deep Memory exists only on Activeloop's managed service"
-        )
-    return TrainerKind.DEEP_MEMORY if cloud else TrainerKind.QUERY_ADAPTER
-
-
-def kind_of_job(job_id: str) -> TrainerKind:
-    return (
-        TrainerKind.QUERY_ADAPTER
-        if job_id.startswith(ADAPTER_JOB_PREFIX)
-        else TrainerKind.DEEP_MEMORY
-    )
+def _nothing_recorded(dataset: str) -> str | None:
+    return None
 
 
 def needs_resubmit(status: JobStatus) -> bool:
@@ -99,9 +85,25 @@ class TrainingStep:
 
 
 class TrainingService:
-    def __init__(self, store: RunStore, trainers: TrainerFactory) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        trainers: TrainerFactory,
+        recorded_embedding_model: RecordedEmbeddingModel = _nothing_recorded,
+    ) -> None:
         self.store = store
         self.trainers = trainers
+        self.recorded_embedding_model = recorded_embedding_model
+
+    def embedding_model(self, dataset: str) -> str:
+        """The model that embeds a run's questions, and a search's query: the one that built
+        the dataset, as its info records it, else the `embedding_model` setting. Questions
+        must land in the space of the chunk embeddings they are matched against."""
+        recorded = self.recorded_embedding_model(dataset)
+        return recorded or self.store.get_settings().embedding_model
+
+    def _trainer(self, kind: TrainerKind, run: TrainingRun) -> Trainer:
+        return self.trainers(kind, run, self.embedding_model(run.dataset))
 
     def _training_run(self, run_id: UUID, attempt: int | None) -> TrainingRun:
         run = self.store.get_run(run_id)
@@ -125,7 +127,7 @@ class TrainingService:
         if run.status is not RunStatus.TRAINING:
             raise InvalidTransitionError(run_id, run.status, RunStatus.TRAINING)
         kind = choose_trainer(self.store.get_settings().trainer, run.dataset)
-        trainer = self.trainers(kind, run)
+        trainer = self._trainer(kind, run)
         if run.deeplake_job_id and kind_of_job(run.deeplake_job_id) is kind:
             status = trainer.check(run.deeplake_job_id)
             if not needs_resubmit(status):
@@ -158,7 +160,7 @@ class TrainingService:
         if run.status is not RunStatus.TRAINING:
             raise InvalidTransitionError(run_id, run.status, RunStatus.COMPLETED)
         kind = kind_of_job(job_id)
-        status = self.trainers(kind, run).check(job_id)
+        status = self._trainer(kind, run).check(job_id)
         if status.state is JobState.FAILED:
             raise TrainingError(status.error or f"training job {job_id} failed")
         if status.state is JobState.COMPLETED:

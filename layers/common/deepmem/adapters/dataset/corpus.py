@@ -160,3 +160,20 @@ def evaluate_queries(
         result["adapter"] = adapted
         result["relative_gain"] = {k: relative_gain(result["base"][k], adapted[k]) for k in adapted}
     return result
+
+
+@dataclass(frozen=True)
+class CorpusSearch:
+    """A loaded corpus, the embedder of its model and the adapter to apply (None: the base),
+    for `deepmem search` and `deepmem eval`."""
+
+    corpus: Corpus
+    embedder: Embedder
+    adapter: np.ndarray | None
+
+    def search(self, question: str, *, k: int, use_adapter: bool = True) -> list[SearchHit]:
+        adapter = self.adapter if use_adapter else None
+        return search(question, embedder=self.embedder, corpus=self.corpus, adapter=adapter, k=k)
+
+    def evaluate(self, queries: Sequence[str], relevant: Sequence[Sequence[str]]) -> dict[str, Any]:
+        return evaluate_queries(self.corpus, self.embedder, queries, relevant, adapter=self.adapter)

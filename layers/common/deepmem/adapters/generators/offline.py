@@ -16,14 +16,14 @@ import re
 from collections import Counter
 
 from deepmem.domain.chunks import Chunk
-from deepmem.local.dataset_builder import split_sentences
+from deepmem.domain.questions import is_usable
+from deepmem.domain.text import split_sentences
 from deepmem.ports import GeneratedQuestions
 
 MIN_CONTENT_WORDS = 6  # below this a chunk has nothing worth asking about
 MIN_SENTENCE_WORDS = 4
 MAX_SENTENCE_WORDS = 80
 MAX_PHRASE_WORDS = 6
-MAX_QUESTION_CHARS = 200
 
 
 def _vocabulary(words: str) -> frozenset[str]:
@@ -148,9 +148,7 @@ def _question(text: str) -> str | None:
         return None
     text = text.rstrip(" ?.!:;,") + "?"
     text = text[0].upper() + text[1:]
-    if len(text) > MAX_QUESTION_CHARS or len(text.split()) < 3:
-        return None
-    return text
+    return text if is_usable(text) else None
 
 
 class OfflineQuestionGenerator:

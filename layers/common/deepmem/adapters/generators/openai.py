@@ -14,7 +14,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -22,13 +22,12 @@ from typing import Any
 import openai
 
 from deepmem.domain.chunks import Chunk
-from deepmem.domain.errors import GenerationError, TransientGenerationError
+from deepmem.domain.errors import DeepmemError, GenerationError, TransientGenerationError
+from deepmem.domain.questions import MAX_QUESTION_CHARS, clean_questions
 from deepmem.ports import GeneratedQuestions
 
 logger = logging.getLogger(__name__)
 
-MAX_QUESTION_CHARS = 300
-MIN_QUESTION_WORDS = 2
 
 SYSTEM_PROMPT = (
     "You write search queries for a retrieval system. Given one passage of a knowledge base, "
@@ -48,74 +47,11 @@ USER_PROMPT = (
 # Statuses worth another try: rate limits, conflicts, request timeouts and server errors.
 _RETRYABLE_4XX = frozenset({408, 409, 429})
 
-_LIST_PREFIX_RE = re.compile(
-    r"^\s*(?:[-*\u2022>]+|\(?\d{1,3}[.):\]]|\(?[a-zA-Z][.)]|(?:Q(?:uestion)?\s*\d*)\s*[:.)-])\s*",
-    re.IGNORECASE,
-)
-_META_RE = re.compile(
-    r"^(?:here\s+(?:are|is)|below\s+(?:are|is)|sure\b|certainly\b|of course\b|okay\b|ok\b|"
-    r"i\s+(?:hope|have|can|will)|these\s+questions|the\s+following|note\s*:|questions?\s*:|"
-    r"answers?\s*:|json\b|```)",
-    re.IGNORECASE,
-)
-# Questions that only make sense next to the passage are not what a user would type.
-_PASSAGE_REF_RE = re.compile(
-    r"\baccording to (?:the|this)\b|\bbased on (?:the|this) (?:text|passage|chunk|excerpt|"
-    r"context|above)\b|\b(?:the|this) (?:passage|excerpt|chunk)\b|"
-    r"\b(?:the|this) (?:text|context) (?:above|provided|given)\b|\bthe author\b",
-    re.IGNORECASE,
-)
 _JSON_STRING_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _FENCE_RE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 
 
 # ---- pure parts: parsing, normalisation, backoff ---------------------------------------------
-
-
-def normalize_question(raw: str) -> str:
-    """Strip list prefixes, quotes and markdown; one space between words; end with one "?".
-    Returns "" for anything that is not a usable question."""
-    text = " ".join(raw.split())
-    text = _LIST_PREFIX_RE.sub("", text, count=1)
-    text = text.strip().strip("*_`\"'\u201c\u201d").strip()
-    if not text or _META_RE.match(text) or text.endswith(":"):
-        return ""
-    text = text.rstrip(" ?.!,;")
-    if not text:
-        return ""
-    return f"{text}?"
-
-
-def is_usable(question: str, max_chars: int = MAX_QUESTION_CHARS) -> bool:
-    return (
-        bool(question)
-        and len(question) <= max_chars
-        and len(question.split()) >= MIN_QUESTION_WORDS
-        and any(c.isalpha() for c in question)
-        and not _PASSAGE_REF_RE.search(question)
-    )
-
-
-def clean_questions(
-    raw: Iterable[str], count: int, max_chars: int = MAX_QUESTION_CHARS
-) -> tuple[list[str], int]:
-    """Normalise, reject, dedupe (case-insensitive) and keep at most `count`.
-    Returns (questions, how many candidates were rejected or duplicates)."""
-    kept: list[str] = []
-    seen: set[str] = set()
-    rejected = 0
-    for item in raw:
-        question = normalize_question(item) if isinstance(item, str) else ""
-        if not is_usable(question, max_chars):
-            rejected += 1
-            continue
-        key = question.casefold()
-        if key in seen:
-            rejected += 1
-            continue
-        seen.add(key)
-        kept.append(question)
-    return kept[:count], rejected
 
 
 def parse_candidates(content: str | None) -> tuple[list[str], bool]:
@@ -204,7 +140,7 @@ class GeneratorStats:
     rejected_questions: int = 0
 
 
-class _RetryableError(Exception):
+class _RetryableError(DeepmemError):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason

@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from deepmem.adapters.store.rpc import RpcCallError, RpcRunStore, SqlError
+from deepmem.adapters.store.rpc import RpcCallError, RpcRunStore, SqlFailure
 from deepmem.domain.errors import StoreError
 
 
@@ -47,7 +47,7 @@ class PostgresStore(RpcRunStore):
         except psycopg.Error as exc:
             diag = exc.diag
             raise RpcCallError(
-                SqlError(
+                SqlFailure(
                     code=exc.sqlstate,
                     message=diag.message_primary or str(exc),
                     detail=diag.message_detail,

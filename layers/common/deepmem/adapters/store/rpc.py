@@ -15,6 +15,7 @@ from uuid import UUID
 
 from deepmem.domain.errors import (
     BlockingRunExistsError,
+    DeepmemError,
     IncompleteGenerationError,
     InvalidTransitionError,
     RunNotDeletableError,
@@ -36,7 +37,7 @@ _SETTINGS_FIELDS = tuple(Settings.model_fields)
 
 
 @dataclass(frozen=True)
-class SqlError:
+class SqlFailure:
     """What an adapter read off a database error."""
 
     code: str | None
@@ -45,10 +46,10 @@ class SqlError:
     hint: str | None = None
 
 
-class RpcCallError(Exception):
+class RpcCallError(DeepmemError):
     """Raised by an adapter's `_call`; carries the database error."""
 
-    def __init__(self, error: SqlError) -> None:
+    def __init__(self, error: SqlFailure) -> None:
         super().__init__(error.message)
         self.error = error
 
@@ -239,7 +240,7 @@ def _str(value: UUID | None) -> str | None:
 
 
 def _domain_error(
-    error: SqlError,
+    error: SqlFailure,
     *,
     run_id: UUID | None = None,
     target: RunStatus | None = None,

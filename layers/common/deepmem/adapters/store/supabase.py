@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from postgrest.exceptions import APIError
 
-from deepmem.adapters.store.rpc import RpcCallError, RpcRunStore, SqlError
+from deepmem.adapters.store.rpc import RpcCallError, RpcRunStore, SqlFailure
 from deepmem.domain.errors import StoreError
 from supabase import Client, ClientOptions, SupabaseException, create_client
 
@@ -54,7 +54,7 @@ class SupabaseStore(RpcRunStore):
             return self._client.rpc(function, params).execute().data
         except APIError as exc:
             raise RpcCallError(
-                SqlError(
+                SqlFailure(
                     code=exc.code,
                     message=exc.message or "PostgREST error",
                     detail=_text(exc.details),

@@ -70,6 +70,17 @@ class ArtifactStore(Protocol):
     def latest_job_id(self) -> str | None: ...
 
 
+def latest_adapter(store: ArtifactStore) -> np.ndarray | None:
+    """The matrix of the latest adapter trained, or None when none was (or it is gone)."""
+    job_id = store.latest_job_id()
+    if job_id is None:
+        return None
+    try:
+        return store.load(job_id).matrix
+    except ArtifactNotFoundError:
+        return None
+
+
 def _matrix_bytes(matrix: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(matrix, dtype=np.float32), allow_pickle=False)

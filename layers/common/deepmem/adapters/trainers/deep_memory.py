@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from deepmem.domain.datasets import CLOUD_PREFIX, is_cloud_dataset
 from deepmem.domain.errors import NotEnoughPairsError, TrainingError, TransientTrainingError
 from deepmem.ports import JobState, JobStatus
 
@@ -244,7 +245,7 @@ class DeepMemoryTrainer:
         status_timeout: float = 15.0,
         min_questions: int = MIN_QUESTIONS,
     ) -> None:
-        if not dataset_path.startswith("hub://"):
+        if not is_cloud_dataset(dataset_path):
             raise TrainingError(
                 f"Deep Memory trains only hub:// datasets, not {dataset_path!r}: "
                 "use the query adapter for this dataset"
@@ -312,7 +313,7 @@ class DeepMemoryTrainer:
 
     def active_jobs(self) -> list[str]:
         """Ids of this dataset's jobs still pending or training."""
-        dataset_id = self.dataset_path[len("hub://") :]
+        dataset_id = self.dataset_path[len(CLOUD_PREFIX) :]
         response = self._get(f"/api/deepmemory/v1/{dataset_id}/jobs", "list jobs")
         if response.status_code >= 400:
             # No list to check (unknown dataset, an API that changed): nothing known to be

@@ -20,6 +20,7 @@ from deepmem.adapters.trainers.adapter_maths import (
     train_adapter,
 )
 from deepmem.domain.errors import DatasetError, NotEnoughPairsError
+from deepmem.domain.trainers import adapter_job_id
 from deepmem.ports import JobState, JobStatus
 
 if TYPE_CHECKING:
@@ -59,16 +60,6 @@ def train_on_pairs(
 
 
 # --- the Trainer port --------------------------------------------------------------------
-
-_JOB_PREFIX = "adapter-"
-
-
-def adapter_job_id(run_id: object, attempt: int) -> str:
-    return f"{_JOB_PREFIX}{run_id}-{attempt}"
-
-
-def is_adapter_job(job_id: str) -> bool:
-    return job_id.startswith(_JOB_PREFIX)
 
 
 class QueryAdapterTrainer:

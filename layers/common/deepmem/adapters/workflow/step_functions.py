@@ -9,8 +9,9 @@ from uuid import UUID
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deepmem.domain.errors import ExecutionAlreadyExistsError, WorkflowError
+from deepmem.domain.executions import execution_name
 from deepmem.domain.status import Phase
-from deepmem.ports import Execution, ExecutionState, execution_name
+from deepmem.ports import Execution, ExecutionState
 
 if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient

@@ -1,0 +1,82 @@
+"""Each function checks, when it builds its service, the configuration it cannot work without,
+and says which variable is missing; the template gives every function what it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deepmem.config import FUNCTION_NEEDS, Config, MissingConfigurationError, require
+from deepmem.local.lambda_runtime import LocalLambdaContext
+
+from tests.api_support import api_event, load_function
+from tests.fakes import events
+from tests.unit.test_template import FUNCTIONS, _CfnLoader
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_function_has_its_needs_listed() -> None:
+    assert set(FUNCTION_NEEDS) == set(FUNCTIONS.values())
+
+
+def test_a_missing_variable_is_named() -> None:
+    with pytest.raises(MissingConfigurationError) as caught:
+        require(Config(DATABASE_URL="postgresql://db"), "runs")
+
+    assert str(caught.value) == "the runs function is not configured: set STATE_MACHINE_ARN"
+
+
+def test_either_database_will_do() -> None:
+    for variable in ("DATABASE_URL", "SUPABASE_URL"):
+        config = Config(**{variable: "x", "STATE_MACHINE_ARN": "arn:aws:states:::x"})
+        assert require(config, "proceed") is config
+
+
+def test_the_template_gives_every_function_what_it_needs() -> None:
+    template: dict[str, Any] = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
+    shared = template["Globals"]["Function"]["Environment"]["Variables"]
+    for logical_id, folder in FUNCTIONS.items():
+        own = template["Resources"][logical_id]["Properties"].get("Environment", {})
+        variables = set(shared) | set(own.get("Variables", {}))
+        for group in FUNCTION_NEEDS[folder]:
+            assert variables & set(group), f"{logical_id} has none of {group}"
+
+
+@pytest.fixture
+def bare_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for variable in ("DATABASE_URL", "SUPABASE_URL", "STATE_MACHINE_ARN"):
+        monkeypatch.delenv(variable, raising=False)
+    from deepmem.config import load_config
+
+    load_config.cache_clear()
+    yield
+    load_config.cache_clear()
+
+
+def test_a_task_function_without_a_database_fails_naming_it(bare_environment: None) -> None:
+    generate_batch = load_function("generate_batch")
+    generate_batch._service.cache_clear()
+
+    with pytest.raises(MissingConfigurationError, match="DATABASE_URL or SUPABASE_URL"):
+        generate_batch.handle(events.plan_input(), generate_batch._service(), None)
+
+
+def test_an_api_function_without_a_state_machine_answers_with_the_reason(
+    bare_environment: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepmem.api import app
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:1/none")
+    monkeypatch.setattr(app, "_service", None)
+    settings = load_function("settings")
+
+    with pytest.raises(MissingConfigurationError, match="STATE_MACHINE_ARN"):
+        app.build_run_service()
+    event = api_event("GET", "/v1/api/deep-memory/settings")
+    response = settings.handler(event, LocalLambdaContext(function_name="settings"))
+
+    assert response["statusCode"] == 500  # never the local workflow's moto in a Lambda
