@@ -2,7 +2,7 @@
 
 - API Gateway HTTP API (payload 2.0) requests that passed the Lambda authorizer
   (`requestContext.authorizer.lambda.user_id`), and the authorizer's own request;
-- the state machine's task inputs (the contract in `deepmem.local.workflow`);
+- the state machine's task inputs (the contract in docs/architecture.md);
 - the EventBridge "Step Functions Execution Status Change" event.
 
 Defaults are fixed (ids, times) so `scripts/make_events.py` writes the same files every time.

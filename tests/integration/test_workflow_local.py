@@ -3,7 +3,7 @@
 The record-failure side is the real `functions/record_failure` logic over an in-memory store,
 so every failure path is followed to the run's final status. The real generation and training
 handlers are wired in by the composition root; here the task handlers are small scripts that
-keep to the contract in `deepmem.local.workflow`.
+keep to the contract in docs/architecture.md.
 """
 
 from __future__ import annotations

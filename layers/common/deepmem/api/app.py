@@ -1,6 +1,6 @@
 """The HTTP API: routes under /v1/api/deep-memory, thin over `RunService`.
 
-Routes are grouped in one router per Lambda function (DESIGN §3); `build_resolver` makes a
+Routes are grouped in one router per Lambda function of template.yaml; `build_resolver` makes a
 resolver from any of them. `app` holds every route: `deepmem serve` and the OpenAPI spec use it,
 each function in `functions/` builds its own from its router.
 

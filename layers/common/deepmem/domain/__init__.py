@@ -1,1 +1,2 @@
-"""The pure core: statuses, transitions, models and errors. No I/O here."""
+"""The pure core: statuses, transitions, models, errors, and the pure rules (datasets,
+executions, trainers, questions, text). No I/O here."""

@@ -1,4 +1,5 @@
-"""Domain errors. Each ends in `Error`; adapters map them to HTTP or ASL error names by type."""
+"""Domain errors. Each ends in `Error`; `deepmem.api.errors` maps them to
+HTTP by type; the Lambda tasks let them propagate, so their class name is the ASL error name."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The run lifecycle (DESIGN §2) as data, so the services and the SQL agree on one table."""
+"""The run lifecycle as data, so the services and the SQL agree on one table."""
 
 from enum import StrEnum
 

@@ -1,46 +1,7 @@
 """The Workflow port on one machine: the deployed ASL, executed by moto's Step Functions
 interpreter, with our handlers invoked in process (no Docker, no AWS account).
 
-THE CONTRACT between `statemachine/training.asl.json` and the task handlers
----------------------------------------------------------------------------
-Execution: name `<run_id>-<phase>-<attempt>` (`deepmem.domain.executions.execution_name`), input
-`{"run_id": "<uuid>", "phase": "generating"|"training", "attempt": <int>}`. Every task gets
-`run_id` and `attempt` from the execution input (`$$.Execution.Input`), never from a previous
-task's output, so a handler cannot lose them.
-
-Generation, Lambda `GenerateBatchFunction` (`functions/generate_batch/app.py`):
-- plan:   in  `{"action": "plan", "run_id", "attempt"}`
-          out `{"run_id", "attempt", "total_chunks": int,
-                "lanes": [{"lane": 0, "start": 0, "stop": 500, "cursor": 0}, ...],
-                "max_concurrency": int}`  (>= 1; the Map's MaxConcurrencyPath)
-- batch:  in  `{"action": "batch", "run_id", "attempt", "lane": {...}}`, once per lane item,
-          looping while the output's `done` is false;
-          out `{"run_id", "attempt", "lane": {... cursor advanced}, "done": bool,
-                "new_chunks": int, "new_pairs": int}`; the next call gets the returned `lane`.
-- finish: in  `{"action": "finish", "run_id", "attempt"}`
-          out `{"run_id", "status": "generated", ...}`
-- retried (backoff + full jitter): Lambda.ServiceException, Lambda.AWSLambdaException,
-  Lambda.SdkClientException, Lambda.TooManyRequestsException; TransientGenerationError and
-  StoreError.
-
-Training, Lambda `TrainFunction` (`functions/train/app.py`):
-- submit: in  `{"action": "submit", "run_id", "attempt"}`
-          out `{"run_id", "job_id", "state", "wait_seconds": int >= 0, "poll": int}`
-- then Wait `$.wait_seconds`, then
-- check:  in  `{"action": "check", "run_id", "attempt", "job_id", "poll"}` (`job_id` and
-          `poll` from the previous output; `poll` counts the checks, for the backoff)
-          -> out the same shape;
-          `state` "completed" ends the execution (check itself moves the run to `completed`);
-          any other state waits `wait_seconds` and checks again. A failed job raises
-          TrainingError.
-- retried: the Lambda service errors above; TransientTrainingError and StoreError.
-
-Failures, Lambda `RecordFailureFunction` (`functions/record_failure/app.py`): any error left
-after the retries of any task of a phase is caught (States.ALL) and sent as
-`{"source": "catch", "run_id", "phase", "attempt", "error": {"Error", "Cause"}}`; the
-execution then fails with that same Error and Cause (Fail with ErrorPath/CausePath). The
-EventBridge rule on ABORTED, TIMED_OUT and FAILED sends the status-change event to the same
-function. Python exceptions reach the ASL by class name (the Lambda `errorType`).
+The contract between `statemachine/training.asl.json` and the task handlers: docs/architecture.md.
 
 Here
 ----

@@ -1,1 +1,2 @@
-"""Use cases: start, proceed, delete, settings, generate batch, train."""
+"""Use cases: runs (start, train, proceed, cancel, delete, settings), generation (plan, batch,
+finish), training (submit, check), failures (record a phase's failure)."""
