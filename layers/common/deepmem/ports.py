@@ -21,8 +21,8 @@ from deepmem.domain.status import Phase, RunStatus
 
 
 class RunStore(Protocol):
-    """Runs, pairs and settings. Every rule of the run lifecycle (`deepmem.domain.status`, `supabase/migrations`) is
-    enforced behind this port."""
+    """Runs, pairs and settings. Every rule of the run lifecycle (`deepmem.domain.status`,
+    `supabase/migrations`) is enforced behind this port."""
 
     def create_run(
         self, dataset: str, user_id: UUID | None, run_id: UUID | None = None
@@ -52,8 +52,8 @@ class RunStore(Protocol):
     ) -> TrainingRun | None:
         """Compare-and-set: move from one of `expected` to `target`; None when the run was
         not in an expected status (or, with `attempt`, not at that attempt). Raise
-        InvalidTransitionError for a move `deepmem.domain.status.TRANSITIONS` forbids, RunNotFoundError when unknown.
-        Entering an active status clears the error; `next_attempt` increments `attempt`."""
+        InvalidTransitionError for a move `deepmem.domain.status.TRANSITIONS` forbids,
+        RunNotFoundError when unknown. Entering an active status clears the error; `next_attempt` increments `attempt`."""
         ...
 
     def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun: ...

@@ -7,7 +7,8 @@ Training (unit-testable on synthetic embeddings):
   (in-batch negatives) plus chunks drawn from the whole corpus; other positives of the same
   question are masked out, never counted as negatives;
 - a small L2 pull of W toward the identity keeps the map close to "do nothing" unless the
-  data argues otherwise (measured on this kind of machine: corpus negatives + this pull were consistently better);
+  data argues otherwise (measured on this kind of machine: corpus negatives and this pull
+  were consistently better);
 - Adam by hand; a deterministic share of the *questions* is held out and training stops
   early when the held-out loss (over the whole corpus) stops improving. The identity is
   evaluated first, so a map that never beats it on held-out questions is never returned.
