@@ -53,7 +53,8 @@ class RunStore(Protocol):
         """Compare-and-set: move from one of `expected` to `target`; None when the run was
         not in an expected status (or, with `attempt`, not at that attempt). Raise
         InvalidTransitionError for a move `deepmem.domain.status.TRANSITIONS` forbids,
-        RunNotFoundError when unknown. Entering an active status clears the error; `next_attempt` increments `attempt`."""
+        RunNotFoundError when unknown. Entering an active status clears the error;
+        `next_attempt` increments `attempt`."""
         ...
 
     def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun: ...
