@@ -4,8 +4,9 @@ For the embedded default and tests. It asks about the chunk's title and its most
 sentences (a sentence weighs the chunk-frequency of its content words), the mix that worked
 for training a query adapter on generated questions (measured on this kind of machine).
 Templates follow the sentence's shape: a definition ("X is ...") gives "What is X?", a
-sentence with a known verb ("X returns ...") gives "What does X return?", an imperative docstring line ("Return the ...")
-gives "What does <title> return?", anything else a question about its key phrase.
+sentence with a known verb ("X returns ...") gives "What does X return?", an imperative
+docstring line ("Return the ...") gives "What does <title> return?", anything else a question
+about its key phrase.
 Deterministic: the same chunk always gives the same questions.
 """
 
