@@ -40,7 +40,9 @@ def test_legacy_failed_runs_upgrade_to_phase_specific_statuses(empty_database: s
         )
         applied = apply_migrations(conn)
         assert applied == [m.version for m in list_migrations()[1:]]
-        rows = dict(conn.execute("select dataset, status from training_runs").fetchall())
+        rows: dict[str, str] = dict(
+            conn.execute("select dataset, status from training_runs").fetchall()
+        )
         assert rows == {
             "a": "training_failed",
             "b": "generating_failed",
