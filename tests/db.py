@@ -33,14 +33,14 @@ class TestServer:
 
     def create_database(self, name: str, template: str | None = None) -> str:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[call-overload]
+            conn.execute(f'drop database if exists "{name}" with (force)')
             suffix = f' template "{template}"' if template else ""
-            conn.execute(f'create database "{name}"{suffix}')  # type: ignore[call-overload]
+            conn.execute(f'create database "{name}"{suffix}')
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')  # type: ignore[call-overload]
+            conn.execute(f'drop database if exists "{name}" with (force)')
 
     def build_template(self) -> None:
         url = self.create_database(TEMPLATE)

@@ -28,13 +28,13 @@ def loopback_only() -> Iterator[list[Any]]:
     original_connect = socket.socket.connect
     original_connect_ex = socket.socket.connect_ex
 
-    def connect(self: socket.socket, address: Any) -> Any:
+    def connect(self: socket.SocketType, address: Any) -> None:
         if not _is_loopback(address):
             refused.append(address)
             raise ConnectionRefusedError(f"test network guard: {address!r} is not loopback")
         return original_connect(self, address)
 
-    def connect_ex(self: socket.socket, address: Any) -> Any:
+    def connect_ex(self: socket.SocketType, address: Any) -> int:
         if not _is_loopback(address):
             refused.append(address)
             return 111

@@ -54,4 +54,4 @@ STORE_KINDS = ["postgres", "supabase"]
 @pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest) -> PostgresStore | SupabaseStore:
     """Every RunStore adapter, for the contract suite."""
-    return request.getfixturevalue(f"{request.param}_store")  # type: ignore[no-any-return]
+    return request.getfixturevalue(f"{request.param}_store")

@@ -62,7 +62,7 @@ def demo_summary(demo_home: Path) -> dict[str, object]:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert "POST /generate → 409" in result.stdout
-    return json.loads(summary.read_text())  # type: ignore[no-any-return]
+    return json.loads(summary.read_text())
 
 
 def test_demo_recovers_and_completes(demo_summary: dict[str, object]) -> None:

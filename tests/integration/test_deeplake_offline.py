@@ -79,7 +79,7 @@ def _run_offline(mode: str, dataset: str, home: Path) -> dict[str, Any]:
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = next(ln for ln in completed.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))  # type: ignore[no-any-return]
+    return json.loads(line.removeprefix("RESULT "))
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,9 @@ def test_legacy_failed_runs_upgrade_to_phase_specific_statuses(empty_database: s
         )
         applied = apply_migrations(conn)
         assert applied == [m.version for m in list_migrations()[1:]]
-        rows = dict(conn.execute("select dataset, status from training_runs").fetchall())
+        rows: dict[str, str] = dict(
+            conn.execute("select dataset, status from training_runs").fetchall()
+        )
         assert rows == {
             "a": "training_failed",
             "b": "generating_failed",
@@ -54,13 +56,13 @@ def test_legacy_failed_runs_upgrade_to_phase_specific_statuses(empty_database: s
 
 def _visible(url: str, role: str, claims: dict[str, Any] | None) -> tuple[int, int, int]:
     with psycopg.connect(url) as conn, conn.transaction():
-        conn.execute(f"set local role {role}")  # type: ignore[call-overload]
+        conn.execute(f"set local role {role}")
         if claims is not None:
             conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
         counts = []
         for table in ("training_runs", "training_pairs", "deep_memory_settings"):
             try:
-                row = conn.execute(f"select count(*) from {table}").fetchone()  # type: ignore[call-overload]
+                row = conn.execute(f"select count(*) from {table}").fetchone()
                 counts.append(row[0] if row else 0)
             except psycopg.errors.InsufficientPrivilege:
                 return (-1, -1, -1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from deepmem.adapters.trainers.adapter_maths import (
@@ -87,7 +89,7 @@ def test_gradient_matches_finite_differences() -> None:
     queries = normalize(rng.normal(size=(5, d)))
     positives = [[0], [1, 12], [2], [3], [4]]
     matrix = np.eye(d) + 0.1 * rng.normal(size=(d, d))
-    opts = {"candidates": np.arange(30), "temperature": 0.1, "l2_to_identity": 0.01}
+    opts: dict[str, Any] = {"candidates": np.arange(30), "temperature": 0.1, "l2_to_identity": 0.01}
     _, grad = _loss_and_grad(matrix, queries, positives, corpus, **opts)
     assert grad is not None
     numeric = np.zeros_like(matrix)
