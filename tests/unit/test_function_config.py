@@ -31,8 +31,11 @@ def test_a_missing_variable_is_named() -> None:
 
 
 def test_either_database_will_do() -> None:
-    for variable in ("DATABASE_URL", "SUPABASE_URL"):
-        config = Config(**{variable: "x", "STATE_MACHINE_ARN": "arn:aws:states:::x"})
+    arn = "arn:aws:states:::x"
+    for config in (
+        Config(DATABASE_URL="postgresql://db", STATE_MACHINE_ARN=arn),
+        Config(SUPABASE_URL="https://x.supabase.co", STATE_MACHINE_ARN=arn),
+    ):
         assert require(config, "proceed") is config
 
 

@@ -86,7 +86,7 @@ def test_at_most_count_questions_are_kept_in_order() -> None:
 
 
 def test_non_strings_are_rejected_not_fatal() -> None:
-    assert clean_questions([None, 3, "What is a pod?"], 3) == (["What is a pod?"], 2)  # type: ignore[list-item]
+    assert clean_questions([None, 3, "What is a pod?"], 3) == (["What is a pod?"], 2)
 
 
 def test_parse_well_formed_json_object_and_bare_list() -> None:
