@@ -344,7 +344,81 @@ def table(rows: list[dict[str, Any]], cap_per_s: float, reference: float) -> str
     return "\n".join(lines)
 
 
-def main() -> None:
+def _sequential_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(r for r in rows if r["name"].startswith("sequential"))
+
+
+def ratios_of(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """deepmem's main run against the cap, the sequential loop and LlamaIndex."""
+    sequential = _sequential_row(rows)
+    llamaindex = next((r for r in rows if r["name"].startswith("LlamaIndex")), None)
+    cap_per_s = args.rpm / 60
+    ours = rows[0]["chunks_per_s"]
+    return {
+        "deepmem_vs_cap": round(ours / cap_per_s, 3),
+        "deepmem_vs_sequential": round(ours / sequential["chunks_per_s"], 1),
+        "deepmem_vs_llamaindex": (
+            round(ours / llamaindex["chunks_per_s"], 1)
+            if llamaindex and "chunks_per_s" in llamaindex
+            else None
+        ),
+        "latency_bound_ceiling_per_s": round(args.concurrency * args.lanes / args.latency, 1),
+    }
+
+
+def targets_of(ratios: dict[str, Any]) -> dict[str, bool]:
+    return {
+        "within_90pct_of_cap": ratios["deepmem_vs_cap"] >= 0.9,
+        "at_least_20x_sequential": ratios["deepmem_vs_sequential"] >= 20,
+    }
+
+
+def print_results(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    ratios: dict[str, Any],
+    targets: dict[str, bool],
+) -> None:
+    cap_per_s = args.rpm / 60
+    print()
+    print(
+        f"server: {args.latency * 1000:.0f} ms per answer, cap {args.rpm:,} rpm "
+        f"({cap_per_s * args.window:g} requests in any {args.window:g} s window), "
+        "429 + Retry-After above it"
+    )
+    print(table(rows, cap_per_s, _sequential_row(rows)["chunks_per_s"]))
+    print()
+    for key, value in ratios.items():
+        print(f"{key}: {value}")
+    for key, value in targets.items():
+        print(f"target {key}: {'met' if value else 'NOT met'}")
+
+
+def write_results(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    ratios: dict[str, Any],
+    targets: dict[str, bool],
+) -> Path:
+    """bench/results/generation.json: the arguments, the machine, every row, the ratios."""
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "args": vars(args),
+        "server": {"latency_s": args.latency, "rpm_cap": args.rpm, "window_s": args.window},
+        "rows": rows,
+        "ratios": ratios,
+        "targets": targets,
+    }
+    path = RESULTS / "generation.json"
+    path.write_text(json.dumps(out, indent=2))
+    return path
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=2000)
     parser.add_argument("--sample", type=int, default=100, help="chunks for the slow peers")
@@ -361,92 +435,84 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--skip-llamaindex", action="store_true")
-    args = parser.parse_args()
-    # Retries are counted, not logged one by one; HTTP request lines are noise here.
-    for noisy in ("httpx", "openai", "deepmem.adapters.generators.openai"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    return parser.parse_args(argv)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+
+def prepare_dataset(args: argparse.Namespace) -> tuple[str, list[Chunk]]:
+    """A local DeepLake dataset of `--chunks` chunks, and its first `--sample` chunks."""
     work = Path(tempfile.mkdtemp(prefix="deepmem-bench-gen-"))
     print(f"building a local DeepLake dataset of {args.chunks} chunks ...", flush=True)
     started = time.monotonic()
     dataset = build_test_dataset(work, args.chunks)
     print(f"  built in {time.monotonic() - started:.1f} s", flush=True)
     sample = chunk_source_for(Config.model_validate({}))(dataset).read(0, args.sample)
+    return dataset, sample
 
-    llm = LLMServerProcess(args.latency, args.rpm, args.window)
+
+def run_deepmem_at_caps(
+    args: argparse.Namespace, llm: LLMServerProcess, dataset: str
+) -> list[dict[str, Any]]:
+    """deepmem's run at `--rpm`, then at each `--also-rpm`, each on a fresh database."""
     rows: list[dict[str, Any]] = []
-    try:
-        with test_server() as pg:
-            for rpm in [args.rpm, *args.also_rpm]:
-                print(f"deepmem, {args.chunks} chunks, cap {rpm} rpm ...", flush=True)
-                rows.append(
-                    run_deepmem(
-                        pg,
-                        llm,
-                        dataset,
-                        rpm=rpm,
-                        concurrency=args.concurrency,
-                        lanes=args.lanes,
-                        batch_size=args.batch_size,
-                        questions=args.questions,
-                    )
+    with test_server() as pg:
+        for rpm in [args.rpm, *args.also_rpm]:
+            print(f"deepmem, {args.chunks} chunks, cap {rpm} rpm ...", flush=True)
+            rows.append(
+                run_deepmem(
+                    pg,
+                    llm,
+                    dataset,
+                    rpm=rpm,
+                    concurrency=args.concurrency,
+                    lanes=args.lanes,
+                    batch_size=args.batch_size,
+                    questions=args.questions,
                 )
-                print(f"  {rows[-1]['chunks_per_s']} chunks/s", flush=True)
-        llm.set_rpm(args.rpm)
-        print(f"sequential loop, {len(sample)} chunks ...", flush=True)
-        rows.append(run_sequential(llm, sample, args.questions))
-        print(f"  {rows[-1]['chunks_per_s']} chunks/s", flush=True)
-        if not args.skip_llamaindex:
-            print(f"LlamaIndex generate_qa_embedding_pairs, {len(sample)} chunks ...", flush=True)
-            rows.append(run_llamaindex(llm, sample, args.questions))
-            print(f"  {rows[-1].get('chunks_per_s', rows[-1].get('error'))}", flush=True)
+            )
+            print(f"  {rows[-1]['chunks_per_s']} chunks/s", flush=True)
+    return rows
+
+
+def run_peers(
+    args: argparse.Namespace, llm: LLMServerProcess, sample: list[Chunk]
+) -> list[dict[str, Any]]:
+    """The sequential loop and (unless skipped) LlamaIndex, on the sample, at `--rpm`."""
+    rows: list[dict[str, Any]] = []
+    llm.set_rpm(args.rpm)
+    print(f"sequential loop, {len(sample)} chunks ...", flush=True)
+    rows.append(run_sequential(llm, sample, args.questions))
+    print(f"  {rows[-1]['chunks_per_s']} chunks/s", flush=True)
+    if not args.skip_llamaindex:
+        print(f"LlamaIndex generate_qa_embedding_pairs, {len(sample)} chunks ...", flush=True)
+        rows.append(run_llamaindex(llm, sample, args.questions))
+        print(f"  {rows[-1].get('chunks_per_s', rows[-1].get('error'))}", flush=True)
+    return rows
+
+
+def run_all(args: argparse.Namespace, dataset: str, sample: list[Chunk]) -> list[dict[str, Any]]:
+    """Every path against one server process; a row each."""
+    llm = LLMServerProcess(args.latency, args.rpm, args.window)
+    try:
+        rows = run_deepmem_at_caps(args, llm, dataset)
+        return rows + run_peers(args, llm, sample)
     finally:
         llm.stop()
 
-    main_row = rows[0]
-    sequential = next(r for r in rows if r["name"].startswith("sequential"))
-    llamaindex = next((r for r in rows if r["name"].startswith("LlamaIndex")), None)
-    cap_per_s = args.rpm / 60
-    ours = main_row["chunks_per_s"]
-    ratios: dict[str, Any] = {
-        "deepmem_vs_cap": round(ours / cap_per_s, 3),
-        "deepmem_vs_sequential": round(ours / sequential["chunks_per_s"], 1),
-        "deepmem_vs_llamaindex": (
-            round(ours / llamaindex["chunks_per_s"], 1)
-            if llamaindex and "chunks_per_s" in llamaindex
-            else None
-        ),
-        "latency_bound_ceiling_per_s": round(args.concurrency * args.lanes / args.latency, 1),
-    }
-    targets = {
-        "within_90pct_of_cap": ratios["deepmem_vs_cap"] >= 0.9,
-        "at_least_20x_sequential": ratios["deepmem_vs_sequential"] >= 20,
-    }
-    print()
-    print(
-        f"server: {args.latency * 1000:.0f} ms per answer, cap {args.rpm:,} rpm "
-        f"({cap_per_s * args.window:g} requests in any {args.window:g} s window), "
-        "429 + Retry-After above it"
-    )
-    print(table(rows, cap_per_s, sequential["chunks_per_s"]))
-    print()
-    for key, value in ratios.items():
-        print(f"{key}: {value}")
-    for key, value in targets.items():
-        print(f"target {key}: {'met' if value else 'NOT met'}")
 
-    out = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "args": vars(args),
-        "server": {"latency_s": args.latency, "rpm_cap": args.rpm, "window_s": args.window},
-        "rows": rows,
-        "ratios": ratios,
-        "targets": targets,
-    }
-    path = RESULTS / "generation.json"
-    path.write_text(json.dumps(out, indent=2))
+def main() -> None:
+    args = parse_args()
+    # Retries are counted, not logged one by one; HTTP request lines are noise here.
+    for noisy in ("httpx", "openai", "deepmem.adapters.generators.openai"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    dataset, sample = prepare_dataset(args)
+    rows = run_all(args, dataset, sample)
+
+    ratios = ratios_of(args, rows)
+    targets = targets_of(ratios)
+    print_results(args, rows, ratios, targets)
+    path = write_results(args, rows, ratios, targets)
     print(f"\nwrote {path.relative_to(ROOT)}")
 
 

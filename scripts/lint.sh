@@ -17,6 +17,9 @@ step "ruff"
 uv run ruff check .
 uv run ruff format --check .
 
+step "sizes (files <= 400 lines, functions <= 60 code lines)"
+uv run python scripts/check_sizes.py
+
 step "mypy"
 uv run mypy
 

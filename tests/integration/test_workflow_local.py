@@ -30,9 +30,9 @@ from deepmem.domain.errors import (
 )
 from deepmem.domain.models import TrainingRun
 from deepmem.domain.status import Phase, RunStatus, failed_status
+from deepmem.local.moto_interpreter import VERIFIED_MOTO_VERSION
 from deepmem.local.workflow import (
     DEFINITION_PATH,
-    VERIFIED_MOTO_VERSION,
     LocalLambdaContext,
     LocalWorkflow,
 )

@@ -17,28 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import logging
 import re
 import threading
 import time
 import traceback
-import types
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
-from unittest import mock
 from uuid import UUID
 
 import boto3
 from botocore.exceptions import ClientError
-from moto import mock_aws
-from moto.awslambda.models import LambdaFunction
-from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import (
-    WaitFunction,
-)
 
 from deepmem.adapters.workflow.step_functions import StepFunctionsWorkflow
 from deepmem.domain.errors import WorkflowError
@@ -46,12 +36,9 @@ from deepmem.domain.executions import execution_name
 from deepmem.domain.status import Phase
 from deepmem.local.functions import functions_dir, load_function
 from deepmem.local.lambda_runtime import ACCOUNT_ID, LocalLambdaContext, status_change_event
+from deepmem.local.moto_interpreter import MotoInterpreter
 from deepmem.local.paths import repo_root
 from deepmem.ports import Execution, ExecutionState
-
-#: The moto release whose interpreter internals (the patched `LambdaFunction.invoke`, the
-#: retrier's `time.sleep`, `WaitFunction._wait_interval`) this adapter was verified against.
-VERIFIED_MOTO_VERSION = "5.2.5"
 
 DEFINITION_PATH = repo_root() / "statemachine" / "training.asl.json"
 
@@ -73,7 +60,6 @@ FAILURE_STATUSES = frozenset(
 Handler = Callable[[dict[str, Any], Any], Any]
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
-_INTERPRETER_LOGGER = "moto.stepfunctions.parser.asl.component.eval_component"
 
 
 def function_handlers(functions_dir: Path = FUNCTIONS_DIR) -> dict[str, Handler]:
@@ -117,12 +103,8 @@ class LocalWorkflow:
         close_timeout_seconds: float = 10.0,
         interpreter_logs: bool = False,
     ) -> None:
-        if time_scale < 0:
-            raise ValueError("time_scale must be >= 0")
-        if safety_net is not None and safety_net not in handlers:
-            raise ValueError(f"safety net handler {safety_net!r} is not among the handlers")
+        _check_options(handlers, time_scale, safety_net)
         self._handlers = dict(handlers)
-        self._time_scale = time_scale
         self._function_timeout = function_timeout_seconds
         self._safety_net = safety_net
         self._region = region
@@ -134,37 +116,13 @@ class LocalWorkflow:
         self._closed = False
         # Held while the watchers talk to the mock, so none calls out once the mock is stopped.
         self._alive = threading.Lock()
-        self._interpreter_log = logging.getLogger(_INTERPRETER_LOGGER)
-        self._interpreter_log_level = self._interpreter_log.level
-        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
-        self._patches: list[Any] = [
-            mock.patch.object(LambdaFunction, "invoke", self._make_invoke()),
-            mock.patch.object(retrier_decl, "time", self._make_retry_clock()),
-            mock.patch.object(WaitFunction, "_wait_interval", self._make_wait()),
-        ]
-        with LocalWorkflow._instance_lock:
-            # The AWS mock and the patches are process-wide: a second instance would take the
-            # first one's executions over.
-            if LocalWorkflow._open_instance is not None:
-                raise WorkflowError("another LocalWorkflow is open in this process; close it first")
-            LocalWorkflow._open_instance = self
+        self._interpreter = MotoInterpreter(
+            self._call, time_scale=time_scale, interpreter_logs=interpreter_logs
+        )
+        self._claim_the_process()
         try:
-            if not interpreter_logs:
-                # moto logs every failed state at ERROR, retried ones too; the execution
-                # history and record_failure's logs already tell that story.
-                self._interpreter_log.setLevel(logging.CRITICAL)
-            self._mock.start()
-            for patch in self._patches:
-                patch.start()
-            self._sfn = boto3.client("stepfunctions", region_name=region)
-            definition = Path(definition_path).read_text(encoding="utf-8")
-            self.definition = self._substitute(definition)
-            self.state_machine_arn = self._sfn.create_state_machine(
-                name=state_machine_name,
-                definition=self.definition,
-                roleArn=self._role_arn("deepmem-state-machine"),
-            )["stateMachineArn"]
-            self._remote = StepFunctionsWorkflow(self._sfn, self.state_machine_arn)
+            self._interpreter.start()
+            self._deploy(Path(definition_path), state_machine_name)
         except BaseException:
             self.close()
             raise
@@ -239,12 +197,7 @@ class LocalWorkflow:
             watcher.join(max(0.0, deadline - time.monotonic()))
         with self._alive:
             self._closed = True
-        for patch in reversed(self._patches):
-            with contextlib.suppress(RuntimeError):  # never started
-                patch.stop()
-        with contextlib.suppress(RuntimeError):
-            self._mock.stop()
-        self._interpreter_log.setLevel(self._interpreter_log_level)
+        self._interpreter.stop()
         with LocalWorkflow._instance_lock:
             if LocalWorkflow._open_instance is self:
                 LocalWorkflow._open_instance = None
@@ -256,6 +209,26 @@ class LocalWorkflow:
         self.close()
 
     # internals
+
+    def _claim_the_process(self) -> None:
+        with LocalWorkflow._instance_lock:
+            # The AWS mock and the patches are process-wide: a second instance would take the
+            # first one's executions over.
+            if LocalWorkflow._open_instance is not None:
+                raise WorkflowError("another LocalWorkflow is open in this process; close it first")
+            LocalWorkflow._open_instance = self
+
+    def _deploy(self, definition_path: Path, state_machine_name: str) -> None:
+        """The state machine on the mock, its functions created first."""
+        self._sfn = boto3.client("stepfunctions", region_name=self._region)
+        definition = definition_path.read_text(encoding="utf-8")
+        self.definition = self._substitute(definition)
+        self.state_machine_arn = self._sfn.create_state_machine(
+            name=state_machine_name,
+            definition=self.definition,
+            roleArn=self._role_arn("deepmem-state-machine"),
+        )["stateMachineArn"]
+        self._remote = StepFunctionsWorkflow(self._sfn, self.state_machine_arn)
 
     def _substitute(self, definition: str) -> str:
         """Fill `${<Function>Arn}` as SAM's DefinitionSubstitutions would, with moto functions."""
@@ -331,53 +304,14 @@ class LocalWorkflow:
         )
         return self._handlers[function](event, context)
 
-    def _make_invoke(self) -> Callable[..., bytes]:
-        workflow = self
 
-        def invoke(
-            fn: LambdaFunction, body: str, request_headers: Any, response_headers: Any
-        ) -> bytes:
-            event = json.loads(body) if body else {}
-            try:
-                result = workflow._call(fn.function_name, event)
-            except Exception as exc:  # every error goes back as Lambda's would
-                return _function_error(response_headers, type(exc).__name__, exc)
-            try:
-                return json.dumps(result).encode("utf-8")
-            except (TypeError, ValueError) as exc:
-                return _function_error(response_headers, "Runtime.MarshalError", exc)
-
-        return invoke
-
-    def _make_retry_clock(self) -> types.SimpleNamespace:
-        scale = self._time_scale
-
-        def sleep(seconds: float) -> None:
-            if seconds > 0 and scale > 0:
-                time.sleep(seconds * scale)
-
-        return types.SimpleNamespace(sleep=sleep, time=time.time)
-
-    def _make_wait(self) -> Callable[..., None]:
-        scale = self._time_scale
-
-        def wait_interval(_self: WaitFunction, env: Any, wait_seconds: int) -> None:
-            # The program-state event is set on stop, so a stopped execution stops waiting.
-            if wait_seconds > 0 and scale > 0:
-                env.program_state_event.wait(wait_seconds * scale)
-
-        return wait_interval
-
-
-def _function_error(response_headers: Any, error_type: str, exc: BaseException) -> bytes:
-    """The payload and header the Lambda service answers for a function that raised."""
-    response_headers["x-amz-function-error"] = "Unhandled"
-    payload = {
-        "errorType": error_type,
-        "errorMessage": str(exc),
-        "stackTrace": traceback.format_exception(exc)[-5:],
-    }
-    return json.dumps(payload).encode("utf-8")
+def _check_options(
+    handlers: Mapping[str, Handler], time_scale: float, safety_net: str | None
+) -> None:
+    if time_scale < 0:
+        raise ValueError("time_scale must be >= 0")
+    if safety_net is not None and safety_net not in handlers:
+        raise ValueError(f"safety net handler {safety_net!r} is not among the handlers")
 
 
 def _empty_zip() -> bytes:

@@ -16,6 +16,29 @@ import math
 import re
 from collections import Counter
 
+from deepmem.adapters.generators.english import (
+    DEFINITION,
+    DETERMINERS,
+    IMPERATIVES,
+    MAX_PHRASE_WORDS,
+    NOT_NOUNS,
+    PREPOSITIONS,
+    TOKEN,
+    VERBS,
+    base_form,
+    be_for,
+    clean,
+    cut_phrase,
+    good_subject,
+    is_code_name,
+    is_content,
+    is_plural,
+    looks_like_code,
+    lower_first,
+    starts_with_pronoun,
+    topic_of,
+    words_of,
+)
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.questions import is_usable
 from deepmem.domain.text import split_sentences
@@ -24,123 +47,9 @@ from deepmem.ports import GeneratedQuestions
 MIN_CONTENT_WORDS = 6  # below this a chunk has nothing worth asking about
 MIN_SENTENCE_WORDS = 4
 MAX_SENTENCE_WORDS = 80
-MAX_PHRASE_WORDS = 6
 
-
-def _vocabulary(words: str) -> frozenset[str]:
-    return frozenset(words.split())
-
-
-STOPWORDS = _vocabulary(
-    """a about above after again against all also am an and any are as at be because been
-    before being below between both but by can could did do does doing down during each either
-    etc few for from further had has have having he her here hers herself him himself his how
-    i if in into is it its itself just may me might more most must my myself no nor not now of
-    off on once only or other our ours ourselves out over own same shall she should so some
-    such than that the their theirs them themselves then there these they this those through
-    thus to too under until up upon us very via was we were what when where which while who
-    whom why will with within without would yet you your yours yourself e.g i.e eg ie one two
-    used use using given see default note following"""
-)
-_PRONOUNS = _vocabulary("it this that these those they he she we you there here which what")
-# Third-person verbs that make "What does X <verb>?" a natural question.
-_VERBS = _vocabulary(
-    """returns provides creates supports allows uses contains defines implements handles reads
-    writes converts raises represents describes computes generates stores takes accepts
-    builds parses formats encodes decodes sends receives checks validates produces manages
-    controls performs runs calls loads saves opens closes wraps extends exposes measures
-    reports requires offers enables prevents removes adds sets gets finds determines
-    specifies maps"""
-)
-# Verbs, modals and auxiliaries that end a noun phrase ("the boundary layer depends ...").
-_NOT_NOUNS = _VERBS | _vocabulary(
-    """is are was were be been will can may must should would could shall has have had do
-    does did depends occurs runs lies works follows means becomes remains appears seems
-    happens starts ends begins exists applies refers belongs consists results"""
-)
-_PREPOSITIONS = _vocabulary(
-    """across along around at by for from in into of off on onto over through to toward
-    towards under with within without about after before between per"""
-)
-# A subject that starts like this points outside the sentence or is not a noun phrase.
-_BAD_SUBJECT_START = (
-    _PRONOUNS
-    | _PREPOSITIONS
-    | _vocabulary(
-        """only all each every some any both if when while also however although because
-        since so but and or as such other another most many much"""
-    )
-)
-_SUBJECT_GLUE = _vocabulary("the a an of for and in on to with")
-_DETERMINERS = _vocabulary("the a an of for to each every its their your this")
-_IMPERATIVES = _vocabulary(
-    """return create convert parse build compute generate read write open close load save
-    send receive check validate produce remove add set get find make construct initialize
-    format encode decode split join copy move delete register run call apply test compare
-    translate wrap raise provide"""
-)
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.'\u2013-]*[A-Za-z0-9]|[A-Za-z]")
-# Words and single punctuation marks: a key phrase never runs across punctuation.
-_TOKEN = re.compile(_WORD.pattern + r"|[^\sA-Za-z]")
-# "X is/are ...", X at most six plain words: anything longer is rarely the subject.
-_DEFINITION = re.compile(
-    r"^(?P<subject>[\w\u2013-]+(?: [\w\u2013-]+){0,5}) (?P<verb>is|are) (?P<rest>\S.*)$"
-)
-_CODE_CHARS = re.compile(r"[{}\[\]<>=|\\$@]|>>>|\w\(")
-_MARKUP = re.compile(r"[`*#>]+|(?<!\w)_+|_+(?!\w)")
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text)
-
-
-def _content(word: str) -> bool:
-    lowered = word.lower().strip(".'-")
-    return (
-        len(lowered) >= 3
-        and lowered not in STOPWORDS
-        and not lowered.isdigit()
-        and not lowered.endswith("n't")
-    )
-
-
-def _clean(text: str) -> str:
-    text = _MARKUP.sub(" ", text)
-    text = re.sub(r"^\s*[-+]\s+", "", text)
-    return " ".join(text.split())
-
-
-def _looks_like_code(sentence: str) -> bool:
-    letters = sum(ch.isalpha() or ch.isspace() for ch in sentence)
-    return bool(_CODE_CHARS.search(sentence)) or letters < 0.85 * len(sentence)
-
-
-def _phrase(text: str, max_words: int = MAX_PHRASE_WORDS) -> str:
-    """`text` cut at its first clause boundary and to `max_words`, trailing stopwords off."""
-    text = re.split(r"[,;:()]| - | -- ", text, maxsplit=1)[0]
-    words = text.split()[:max_words]
-    while words and (words[-1].lower().strip(".") in STOPWORDS):
-        words.pop()
-    return " ".join(words).strip(" .'\"")
-
-
-def _lower_first(text: str) -> str:
-    """Lower a sentence-initial capital ("The parser" -> "the parser"), not an acronym or a
-    name written in code style ("JSON", "HTTPServer")."""
-    head, _, tail = text.partition(" ")
-    second = tail.split()[0] if tail else ""
-    capitalised = len(head) > 1 and head[0].isupper() and head[1:].islower()
-    if capitalised and (head.lower() in STOPWORDS or (second and second[0].islower())):
-        return head.lower() + (" " + tail if tail else "")
-    return text
-
-
-def _base_form(verb: str) -> str:
-    if verb.endswith(("ches", "shes", "sses", "xes", "zes")):
-        return verb[:-2]
-    if verb.endswith("ies"):
-        return verb[:-3] + "y"
-    return verb[:-1] if verb.endswith("s") else verb
+# A candidate question (None when its template gave nothing usable) and what it asks about.
+type _Candidate = tuple[str | None, str]
 
 
 def _question(text: str) -> str | None:
@@ -169,7 +78,7 @@ class OfflineQuestionGenerator:
         the chunk is too short to ask that many."""
         if count <= 0:
             return []
-        words = [w.lower() for w in _words(chunk.text) if _content(w)]
+        words = [w.lower() for w in words_of(chunk.text) if is_content(w)]
         if len(words) < MIN_CONTENT_WORDS:
             return []
         weights = Counter(words)
@@ -184,7 +93,7 @@ class OfflineQuestionGenerator:
             if question is None or len(result) >= count:
                 return
             key = re.sub(r"[^a-z0-9 ]", "", question.lower())
-            topic = _topic(subject)
+            topic = topic_of(subject)
             if key in seen or topic in subjects:
                 return
             seen.add(key)
@@ -211,19 +120,19 @@ class OfflineQuestionGenerator:
     def _title(chunk: Chunk) -> str | None:
         title = chunk.metadata.get("title")
         if isinstance(title, str) and title.strip():
-            return _phrase(_clean(title), max_words=8) or None
+            return cut_phrase(clean(title), max_words=8) or None
         first = chunk.text.lstrip().splitlines()[0] if chunk.text.strip() else ""
         if first.lstrip().startswith("#"):
-            return _phrase(_clean(first), max_words=8) or None
+            return cut_phrase(clean(first), max_words=8) or None
         return None
 
     @staticmethod
     def _title_question(title: str) -> str | None:
-        if _is_code_name(title):
+        if is_code_name(title):
             return _question(f"What does {title} do")  # a code name: json.dumps, HTTPServer
         if len(title.split()) <= 4:
-            return _question(f"What is {_lower_first(title)}")
-        return _question(f"What should I know about {_lower_first(title)}")
+            return _question(f"What is {lower_first(title)}")
+        return _question(f"What should I know about {lower_first(title)}")
 
     @staticmethod
     def _salient_sentences(text: str, title: str | None, weights: Counter[str]) -> list[str]:
@@ -231,13 +140,13 @@ class OfflineQuestionGenerator:
         for position, raw in enumerate(split_sentences(text)):
             if raw.lstrip().startswith("#"):
                 continue  # a heading is the title, asked about already
-            sentence = _clean(raw)
+            sentence = clean(raw)
             size = len(sentence.split())
             if not MIN_SENTENCE_WORDS <= size <= MAX_SENTENCE_WORDS:
                 continue
-            if (title and sentence.rstrip(".") == title) or _looks_like_code(sentence):
+            if (title and sentence.rstrip(".") == title) or looks_like_code(sentence):
                 continue
-            content = {w.lower() for w in _words(sentence) if _content(w)}
+            content = {w.lower() for w in words_of(sentence) if is_content(w)}
             if len(content) < 2:
                 continue
             score = sum(weights[w] for w in content) / math.sqrt(len(content) + 1)
@@ -250,53 +159,78 @@ class OfflineQuestionGenerator:
 
     def _candidates(
         self, sentence: str, title: str | None, weights: Counter[str]
-    ) -> list[tuple[str | None, str]]:
+    ) -> list[_Candidate]:
         """Questions this sentence can give, most natural first, with the subject of each."""
-        candidates: list[tuple[str | None, str]] = []
         body = sentence.rstrip(".!?")
-        first, _, rest = body.partition(" ")
+        return [
+            *self._definition_questions(body, title),
+            *self._verb_questions(body, title),
+            *self._imperative_questions(body, title),
+            *self._phrase_questions(sentence, body, title, weights),
+        ]
 
-        definition = _DEFINITION.match(body)
-        if definition:
-            subject = _phrase(definition.group("subject"))
-            verb = definition.group("verb")
-            if _good_subject(subject):
-                candidates.append((_question(f"What {verb} {_lower_first(subject)}"), subject))
-            elif title and subject.split()[:1] and subject.split()[0].lower() in _PRONOUNS:
-                candidates.append((_question(f"What {verb} {_lower_first(title)}"), title))
+    @staticmethod
+    def _definition_questions(body: str, title: str | None) -> list[_Candidate]:
+        """ "X is ..." asks "What is X?"; "It is ..." asks it of the title."""
+        definition = DEFINITION.match(body)
+        if not definition:
+            return []
+        subject = cut_phrase(definition.group("subject"))
+        verb = definition.group("verb")
+        if good_subject(subject):
+            return [(_question(f"What {verb} {lower_first(subject)}"), subject)]
+        if title and starts_with_pronoun(subject):
+            return [(_question(f"What {verb} {lower_first(title)}"), title)]
+        return []
 
+    @staticmethod
+    def _verb_questions(body: str, title: str | None) -> list[_Candidate]:
+        """ "X returns ..." asks "What does X return?": the first known verb among the
+        sentence's first words, when an object follows it."""
         words = body.split()
         for index, word in enumerate(words[1:6], start=1):
-            if word.lower() not in _VERBS:
+            if word.lower() not in VERBS:
                 continue
             following = words[index + 1].lower() if index + 1 < len(words) else ""
-            if not following or following in _PREPOSITIONS:
-                break  # "the border runs across ..." has no object to ask about
-            subject = _phrase(" ".join(words[:index]))
-            verb = _base_form(word.lower())
-            if _good_subject(subject):
-                candidates.append((_question(f"What does {_lower_first(subject)} {verb}"), subject))
-            elif title and subject.split()[:1] and subject.split()[0].lower() in _PRONOUNS:
-                candidates.append((_question(f"What does {title} {verb}"), f"{title} {verb}"))
-            break
+            if not following or following in PREPOSITIONS:
+                return []  # "the border runs across ..." has no object to ask about
+            subject = cut_phrase(" ".join(words[:index]))
+            verb = base_form(word.lower())
+            if good_subject(subject):
+                return [(_question(f"What does {lower_first(subject)} {verb}"), subject)]
+            if title and starts_with_pronoun(subject):
+                return [(_question(f"What does {title} {verb}"), f"{title} {verb}")]
+            return []
+        return []
 
-        if first.lower() in _IMPERATIVES and rest:
-            action = _phrase(f"{first.lower()} {rest}", max_words=MAX_PHRASE_WORDS + 2)
-            if title and _is_code_name(title):
-                candidates.append(
-                    (_question(f"What does {title} {first.lower()}"), f"{title} {first}")
-                )
-            if len(action.split()) >= 3:
-                candidates.append((_question(f"How do I {action}"), action))
+    @staticmethod
+    def _imperative_questions(body: str, title: str | None) -> list[_Candidate]:
+        """An imperative docstring line ("Return the ...") asks what a code name does, and
+        how to do the action."""
+        first, _, rest = body.partition(" ")
+        if first.lower() not in IMPERATIVES or not rest:
+            return []
+        candidates: list[_Candidate] = []
+        action = cut_phrase(f"{first.lower()} {rest}", max_words=MAX_PHRASE_WORDS + 2)
+        if title and is_code_name(title):
+            candidates.append((_question(f"What does {title} {first.lower()}"), f"{title} {first}"))
+        if len(action.split()) >= 3:
+            candidates.append((_question(f"How do I {action}"), action))
+        return candidates
 
+    def _phrase_questions(
+        self, sentence: str, body: str, title: str | None, weights: Counter[str]
+    ) -> list[_Candidate]:
+        """Questions about the sentence's key phrases, whatever its shape."""
+        candidates: list[_Candidate] = []
         for phrase in self._key_phrases(sentence, weights):
             # Only a sentence-initial capital is lowered: "Prandtl number" stays as written.
-            asked = _lower_first(phrase) if body.startswith(phrase) else phrase
-            if title and _is_code_name(title) and title.lower() not in phrase.lower():
+            asked = lower_first(phrase) if body.startswith(phrase) else phrase
+            if title and is_code_name(title) and title.lower() not in phrase.lower():
                 candidates.append(
                     (_question(f"What does the {title} documentation say about {asked}"), phrase)
                 )
-            candidates.append((_question(f"What {_be(phrase)} {asked}"), phrase))
+            candidates.append((_question(f"What {be_for(phrase)} {asked}"), phrase))
             candidates.append((_question(f"What should I know about {asked}"), phrase))
         return candidates
 
@@ -309,16 +243,21 @@ class OfflineQuestionGenerator:
         run: list[str] = []
         after_determiner = False
         previous = previous_run_word = ""
-        tokens = [*_TOKEN.findall(sentence), ""]
+        tokens = [*TOKEN.findall(sentence), ""]
         for position, word in enumerate(tokens):
             # After a plural noun a lower-case word is most likely the verb ("files hold").
-            verb_after_plural = bool(run) and _plural(run[-1]) and word.islower()
-            if word and _content(word) and word.lower() not in _NOT_NOUNS and not verb_after_plural:
-                if not run and word.lower() in _IMPERATIVES:
+            verb_after_plural = bool(run) and is_plural(run[-1]) and word.islower()
+            if (
+                word
+                and is_content(word)
+                and word.lower() not in NOT_NOUNS
+                and not verb_after_plural
+            ):
+                if not run and word.lower() in IMPERATIVES:
                     previous = word
                     continue  # "parse AIFF files" is an action, not a thing
                 if not run:
-                    after_determiner = previous.lower() in _DETERMINERS
+                    after_determiner = previous.lower() in DETERMINERS
                     previous_run_word = previous
                 run.append(word)
                 previous = word
@@ -346,48 +285,8 @@ class OfflineQuestionGenerator:
 
 
 def _good_phrase(phrase: str, weights: Counter[str]) -> bool:
-    words = _topic(phrase).split()
+    words = topic_of(phrase).split()
     if max(len(w) for w in words) < 4:
         return False
     # One word said once ("true") is no topic.
     return len(words) > 1 or weights[words[0].lower()] >= 2
-
-
-def _plural(word: str) -> bool:
-    return (
-        len(word) > 3
-        and word.islower()
-        and word.endswith("s")
-        and not word.endswith(("ss", "us", "is", "'s"))
-    )
-
-
-def _be(phrase: str) -> str:
-    """ "are" for a plural-looking phrase ("ArgumentParser objects"), else "is"."""
-    return "are" if _plural(phrase.rsplit(maxsplit=1)[-1]) else "is"
-
-
-def _topic(subject: str) -> str:
-    """What a question is about, for dedupe: "The boundary layer" = "boundary layer"."""
-    words = subject.lower().split()
-    while words and words[0] in ("the", "a", "an"):
-        words.pop(0)
-    return " ".join(words)
-
-
-def _good_subject(subject: str) -> bool:
-    words = subject.split()
-    if not words or len(words) > MAX_PHRASE_WORDS:
-        return False
-    if words[0].lower() in _BAD_SUBJECT_START or words[0].lower() in _IMPERATIVES:
-        return False  # "Return True if ..." is an instruction, not a subject
-    if any(w.lower() in _PRONOUNS or w.lower() in _NOT_NOUNS for w in words[1:]):
-        return False  # "the value of this exception": "this" points outside the sentence
-    if any(w.lower() in STOPWORDS and w.lower() not in _SUBJECT_GLUE for w in words[1:]):
-        return False  # "the platform if ...": a clause, not a noun phrase
-    return any(_content(w) for w in words)
-
-
-def _is_code_name(title: str) -> bool:
-    """json.dumps, HTTPServer, read_config: a name from code, not a prose title."""
-    return " " not in title and bool(re.search(r"[._]|[a-z][A-Z]", title))

@@ -21,6 +21,7 @@ from typing import Any
 
 import openai
 
+from deepmem.adapters.generators.completion import content_of, total_tokens
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.errors import DeepmemError, GenerationError, TransientGenerationError
 from deepmem.domain.questions import MAX_QUESTION_CHARS, clean_questions
@@ -218,13 +219,24 @@ class OpenAIQuestionGenerator:
         await self._client.close()
 
     async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
-        request = self._request(chunk, count)
+        completion, retries = await self._complete(self._request(chunk, count), chunk)
+        tokens = total_tokens(completion)
+        self.stats.tokens_used += tokens
+        return GeneratedQuestions(
+            chunk_id=chunk.id,
+            questions=self._questions_of(completion, chunk, count),
+            llm_calls=retries + 1,
+            tokens_used=tokens,
+            retries=retries,
+        )
+
+    async def _complete(self, request: dict[str, Any], chunk: Chunk) -> tuple[Any, int]:
+        """The completion and how many retries it took; retried while another try may help."""
         retries = 0
         while True:
             self.stats.llm_calls += 1
             try:
-                completion = await self._call(request, chunk)
-                break
+                return await self._call(request, chunk), retries
             except _RetryableError as exc:
                 if retries >= self.max_retries:
                     raise TransientGenerationError(
@@ -245,9 +257,9 @@ class OpenAIQuestionGenerator:
                 self.stats.retries += 1
                 await self._sleep(delay)
 
-        tokens = _total_tokens(completion)
-        self.stats.tokens_used += tokens
-        candidates, well_formed = parse_candidates(_content_of(completion))
+    def _questions_of(self, completion: Any, chunk: Chunk, count: int) -> list[str]:
+        """The answer's usable questions, at most `count`; counted in the stats."""
+        candidates, well_formed = parse_candidates(content_of(completion))
         if not well_formed:
             self.stats.malformed_answers += 1
         questions, rejected = clean_questions(candidates, count, self.max_question_chars)
@@ -258,13 +270,7 @@ class OpenAIQuestionGenerator:
                 "LLM answer yielded no usable question",
                 extra={"chunk_id": chunk.id, "well_formed": well_formed, "rejected": rejected},
             )
-        return GeneratedQuestions(
-            chunk_id=chunk.id,
-            questions=questions,
-            llm_calls=retries + 1,
-            tokens_used=tokens,
-            retries=retries,
-        )
+        return questions
 
     def _delay(self, retries: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -312,24 +318,3 @@ _STATUS_HINTS = {
     404: "not found: check the model name and OPENAI_BASE_URL",
     422: "unprocessable request",
 }
-
-
-def _content_of(completion: Any) -> str | None:
-    choices = getattr(completion, "choices", None)
-    if not choices:
-        return None
-    message = getattr(choices[0], "message", None)
-    content = getattr(message, "content", None)
-    return content if isinstance(content, str) else None
-
-
-def _total_tokens(completion: Any) -> int:
-    usage = getattr(completion, "usage", None)
-    if usage is None:
-        return 0
-    total = getattr(usage, "total_tokens", None)
-    if isinstance(total, int):
-        return total
-    prompt = getattr(usage, "prompt_tokens", 0) or 0
-    answer = getattr(usage, "completion_tokens", 0) or 0
-    return int(prompt) + int(answer)

@@ -207,11 +207,50 @@ def heldout_loss(
     return total / n
 
 
-def train_adapter(
-    questions: QuestionSet, corpus: np.ndarray, config: AdapterConfig | None = None
-) -> AdapterResult:
-    """Train W on `questions` against `corpus` (rows L2-normalised); see the module doc."""
-    config = config or AdapterConfig()
+@dataclass
+class _Adam:
+    """Adam by hand, on one matrix: the first and second moment estimates and the step."""
+
+    learning_rate: float
+    m1: np.ndarray
+    m2: np.ndarray
+    step: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    @classmethod
+    def for_matrix(cls, matrix: np.ndarray, learning_rate: float) -> _Adam:
+        return cls(learning_rate, np.zeros_like(matrix), np.zeros_like(matrix))
+
+    def update(self, matrix: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """`matrix` after one step down `grad`, bias-corrected."""
+        self.step += 1
+        self.m1 = self.beta1 * self.m1 + (1 - self.beta1) * grad
+        self.m2 = self.beta2 * self.m2 + (1 - self.beta2) * grad * grad
+        m1_hat = self.m1 / (1 - self.beta1**self.step)
+        m2_hat = self.m2 / (1 - self.beta2**self.step)
+        return (matrix - self.learning_rate * m1_hat / (np.sqrt(m2_hat) + self.eps)).astype(
+            np.float32
+        )
+
+
+@dataclass
+class _Fit:
+    """How training went: the best map so far by held-out loss, its epoch, the epochs run
+    and the held-out loss after each (the identity's first)."""
+
+    best: np.ndarray
+    best_loss: float
+    best_epoch: int = 0
+    epochs: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+def _checked_corpus(
+    questions: QuestionSet, corpus: np.ndarray, config: AdapterConfig
+) -> np.ndarray:
+    """The corpus as float32, once the questions are enough and of the corpus's dimension."""
     n = len(questions)
     if n < config.min_questions:
         raise NotEnoughPairsError(
@@ -225,73 +264,94 @@ def train_adapter(
             f"question embeddings have {questions.embeddings.shape[1]} dimensions, "
             f"the dataset's chunk embeddings {dim}: they must come from the same model"
         )
-    train_rows, held_rows = split_holdout(n, config.holdout, config.seed)
-    train = questions.subset(train_rows.tolist())
-    held = questions.subset(held_rows.tolist())
+    return corpus
+
+
+def _negative_candidates(
+    batch: QuestionSet, n_corpus: int, negatives: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The softmax's candidates for a batch: its own positives (each question's in-batch
+    negatives) and `negatives` corpus rows drawn at random, sorted, without repeats."""
+    in_batch = {row for pos in batch.positives for row in pos}
+    drawn = rng.choice(n_corpus, size=min(negatives, n_corpus), replace=False)
+    return np.array(sorted(in_batch | set(drawn.tolist())), dtype=np.int64)
+
+
+def _train_epoch(
+    matrix: np.ndarray,
+    train: QuestionSet,
+    corpus: np.ndarray,
+    config: AdapterConfig,
+    *,
+    adam: _Adam,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One pass over the training questions in a random order, one Adam step per batch."""
+    order = rng.permutation(len(train))
+    for start in range(0, len(train), config.batch_size):
+        batch = train.subset(order[start : start + config.batch_size].tolist())
+        candidates = _negative_candidates(batch, corpus.shape[0], config.corpus_negatives, rng)
+        _, grad = _loss_and_grad(
+            matrix,
+            batch.embeddings,
+            batch.positives,
+            corpus,
+            candidates=candidates,
+            temperature=config.temperature,
+            l2_to_identity=config.l2_to_identity,
+        )
+        assert grad is not None
+        matrix = adam.update(matrix, grad)
+    return matrix
+
+
+def _fit(train: QuestionSet, held: QuestionSet, corpus: np.ndarray, config: AdapterConfig) -> _Fit:
+    """Epochs from the identity until the held-out loss stops improving for `patience`
+    epochs (or `max_epochs`); the identity itself is the first candidate for best."""
     rng = np.random.default_rng(config.seed + 1)
-
-    identity = np.eye(dim, dtype=np.float32)
+    identity = np.eye(corpus.shape[1], dtype=np.float32)
     matrix: np.ndarray = identity.copy()
-    m1: np.ndarray = np.zeros_like(matrix)
-    m2: np.ndarray = np.zeros_like(matrix)
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    step = 0
-
-    best = identity.copy()
-    best_loss = heldout_loss(identity, held, corpus, config)
-    best_epoch = 0
+    adam = _Adam.for_matrix(matrix, config.learning_rate)
+    fit = _Fit(best=identity.copy(), best_loss=heldout_loss(identity, held, corpus, config))
+    fit.history.append(round(fit.best_loss, 5))
     stale = 0
-    history = [round(best_loss, 5)]
-    epochs = 0
-    n_corpus = corpus.shape[0]
     for epoch in range(1, config.max_epochs + 1):
-        epochs = epoch
-        order = rng.permutation(len(train))
-        for start in range(0, len(train), config.batch_size):
-            batch = train.subset(order[start : start + config.batch_size].tolist())
-            in_batch = {row for pos in batch.positives for row in pos}
-            drawn = rng.choice(n_corpus, size=min(config.corpus_negatives, n_corpus), replace=False)
-            candidates = np.array(sorted(in_batch | set(drawn.tolist())), dtype=np.int64)
-            _, grad = _loss_and_grad(
-                matrix,
-                batch.embeddings,
-                batch.positives,
-                corpus,
-                candidates=candidates,
-                temperature=config.temperature,
-                l2_to_identity=config.l2_to_identity,
-            )
-            assert grad is not None
-            step += 1
-            m1 = beta1 * m1 + (1 - beta1) * grad
-            m2 = beta2 * m2 + (1 - beta2) * grad * grad
-            m1_hat = m1 / (1 - beta1**step)
-            m2_hat = m2 / (1 - beta2**step)
-            matrix = (matrix - config.learning_rate * m1_hat / (np.sqrt(m2_hat) + eps)).astype(
-                np.float32
-            )
+        fit.epochs = epoch
+        matrix = _train_epoch(matrix, train, corpus, config, adam=adam, rng=rng)
         loss = heldout_loss(matrix, held, corpus, config)
-        history.append(round(loss, 5))
-        if loss < best_loss - 1e-6:
-            best, best_loss, best_epoch, stale = matrix.copy(), loss, epoch, 0
+        fit.history.append(round(loss, 5))
+        if loss < fit.best_loss - 1e-6:
+            fit.best, fit.best_loss, fit.best_epoch, stale = matrix.copy(), loss, epoch, 0
         else:
             stale += 1
             if stale >= config.patience:
                 break
+    return fit
 
+
+def _metrics(
+    fit: _Fit,
+    corpus: np.ndarray,
+    config: AdapterConfig,
+    *,
+    questions: int,
+    train: QuestionSet,
+    held: QuestionSet,
+) -> dict[str, Any]:
+    """What training did, with held-out recall before (identity) and after (best map)."""
     before = recall_at_k(held.embeddings, held.positives, corpus)
-    after = recall_at_k(apply_adapter(best, held.embeddings), held.positives, corpus)
-    metrics: dict[str, Any] = {
+    after = recall_at_k(apply_adapter(fit.best, held.embeddings), held.positives, corpus)
+    return {
         "trainer": "query_adapter",
-        "questions": n,
+        "questions": questions,
         "train_questions": len(train),
         "heldout_questions": len(held),
-        "corpus_size": n_corpus,
-        "dimension": dim,
-        "epochs": epochs,
-        "best_epoch": best_epoch,
-        "heldout_loss_before": history[0],
-        "heldout_loss_after": round(best_loss, 5),
+        "corpus_size": corpus.shape[0],
+        "dimension": corpus.shape[1],
+        "epochs": fit.epochs,
+        "best_epoch": fit.best_epoch,
+        "heldout_loss_before": fit.history[0],
+        "heldout_loss_after": round(fit.best_loss, 5),
         "recall_before": {k: round(v, 4) for k, v in before.items()},
         "recall_after": {k: round(v, 4) for k, v in after.items()},
         "config": {
@@ -304,7 +364,20 @@ def train_adapter(
             "corpus_negatives": config.corpus_negatives,
         },
     }
-    return AdapterResult(matrix=best, metrics=metrics)
+
+
+def train_adapter(
+    questions: QuestionSet, corpus: np.ndarray, config: AdapterConfig | None = None
+) -> AdapterResult:
+    """Train W on `questions` against `corpus` (rows L2-normalised); see the module doc."""
+    config = config or AdapterConfig()
+    corpus = _checked_corpus(questions, corpus, config)
+    train_rows, held_rows = split_holdout(len(questions), config.holdout, config.seed)
+    train = questions.subset(train_rows.tolist())
+    held = questions.subset(held_rows.tolist())
+    fit = _fit(train, held, corpus, config)
+    metrics = _metrics(fit, corpus, config, questions=len(questions), train=train, held=held)
+    return AdapterResult(matrix=fit.best, metrics=metrics)
 
 
 # --- reading the dataset --------------------------------------------------------------------
