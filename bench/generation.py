@@ -54,12 +54,11 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from deepmem.adapters.store.postgres import PostgresStore, connect_pool  # noqa: E402
 from deepmem.config import Config  # noqa: E402
 from deepmem.domain.chunks import Chunk, Lane  # noqa: E402
 from deepmem.domain.models import Settings  # noqa: E402
 from deepmem.domain.status import RunStatus  # noqa: E402
-from deepmem.wiring import chunk_source_for, generator_for  # noqa: E402
+from deepmem.wiring import build_run_store, chunk_source_for, generator_for  # noqa: E402
 
 from tests.db import TestServer, test_server  # noqa: E402
 from tests.integration.generation_support import build_test_dataset, service  # noqa: E402
@@ -157,7 +156,7 @@ def run_deepmem(
     questions: int,
 ) -> dict[str, Any]:
     name, url = pg.fresh_database()
-    store = PostgresStore(connect_pool(url, max_size=8))
+    store = build_run_store(Config(DATABASE_URL=url))
     try:
         store.update_settings(
             Settings(

@@ -20,27 +20,25 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "layers" / "common"))
 
-from deepmem.adapters.dataset.corpus import Corpus, embed_questions, load_corpus  # noqa: E402
-from deepmem.adapters.embedders.offline import OfflineEmbedder  # noqa: E402
-from deepmem.adapters.generators.offline import OfflineQuestionGenerator  # noqa: E402
-from deepmem.adapters.trainers.adapter_maths import (  # noqa: E402
-    AdapterConfig,
-    QuestionSet,
-    apply_adapter,
-    group_pairs,
-    normalize,
-    relative_gain,
-    top_k,
-    train_adapter,
-)
+from deepmem import wiring  # noqa: E402
+from deepmem.config import Config  # noqa: E402
 from deepmem.domain.chunks import Chunk  # noqa: E402
+
+if TYPE_CHECKING:
+    from deepmem.ports import Embedder
+    from deepmem.wiring import Corpus
+
+maths = wiring.adapter_maths()
+AdapterConfig, QuestionSet = maths.AdapterConfig, maths.QuestionSet
+apply_adapter, group_pairs, normalize = maths.apply_adapter, maths.group_pairs, maths.normalize
+relative_gain, top_k, train_adapter = maths.relative_gain, maths.top_k, maths.train_adapter
 
 CRANFIELD = ROOT.parent / "shared" / "datasets" / "cranfield"
 RESULTS = ROOT / "bench" / "results"
@@ -56,13 +54,20 @@ def load_cranfield(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, A
     return docs, queries, judged
 
 
-def cached_embeddings(embedder: OfflineEmbedder, texts: list[str], name: str) -> np.ndarray:
+def embed_texts(embedder: Embedder, texts: list[str], batch: int = 128) -> np.ndarray:
+    vectors: list[list[float]] = []
+    for start in range(0, len(texts), batch):
+        vectors.extend(embedder.embed(texts[start : start + batch]))
+    return np.asarray(normalize(np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)))
+
+
+def cached_embeddings(embedder: Embedder, texts: list[str], name: str) -> np.ndarray:
     digest = hashlib.sha256(("\x00".join(texts) + embedder.model_name).encode()).hexdigest()[:16]
     path = RESULTS / f"{name}-{digest}.npy"
     if path.exists():
         return np.load(path)
     started = time.monotonic()
-    vectors = embed_questions(embedder, texts, batch=128)
+    vectors = embed_texts(embedder, texts)
     np.save(path, vectors)
     print(f"  embedded {len(texts)} {name} in {time.monotonic() - started:.0f} s", flush=True)
     return vectors
@@ -120,20 +125,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---- the run -------------------------------------------------------------------------------------
 
 
-def build_corpus(embedder: OfflineEmbedder, ids: list[str], texts: list[str]) -> Corpus:
+def build_corpus(embedder: Embedder, ids: list[str], texts: list[str]) -> Corpus:
     """The abstracts embedded, written as a local DeepLake dataset and read back through the
     adapter's own reader."""
     doc_vectors = cached_embeddings(embedder, texts, "cranfield-docs")
     dataset_path = RESULTS / "cranfield-dataset"
     write_dataset(dataset_path, ids, texts, doc_vectors)
-    return load_corpus(str(dataset_path))
+    return wiring.load_corpus(Config(), str(dataset_path))
 
 
 def generate_pairs(
     docs: list[dict[str, Any]], ids: list[str], texts: list[str], per_doc: int
 ) -> list[tuple[str, str]]:
     """(question, document id) pairs from the offline generator, up to `per_doc` a document."""
-    generator = OfflineQuestionGenerator()
+    generator = wiring.offline_generator()
     pairs: list[tuple[str, str]] = []
     for doc, doc_id, text in zip(docs, ids, texts, strict=True):
         chunk = Chunk(id=doc_id, text=text, metadata={"title": str(doc.get("title") or "")})
@@ -199,7 +204,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], float]:
     docs, queries, judged = load_cranfield(CRANFIELD)
     ids = [str(d["id"]) for d in docs]
     texts = [str(d.get("body") or d.get("title") or "").strip() for d in docs]
-    embedder = OfflineEmbedder()
+    embedder = wiring.offline_embedder()
     print(f"Cranfield: {len(docs)} abstracts, {len(queries)} queries", flush=True)
     corpus = build_corpus(embedder, ids, texts)
     pairs = generate_pairs(docs, ids, texts, args.questions_per_doc)

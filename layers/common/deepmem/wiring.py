@@ -7,6 +7,7 @@ numpy on a cold start. Handlers cache what they build for the life of a warm con
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from deepmem.config import Config, load_config
@@ -14,7 +15,8 @@ from deepmem.domain.datasets import is_cloud_dataset
 from deepmem.domain.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from deepmem.adapters.dataset.corpus import CorpusSearch
+    from deepmem.adapters.dataset.corpus import Corpus, CorpusSearch
+    from deepmem.adapters.generators.offline import OfflineQuestionGenerator
     from deepmem.domain.models import Settings, TrainerKind, TrainingRun
     from deepmem.ports import ChunkSource, Embedder, QuestionGenerator, RunStore, Trainer, Workflow
     from deepmem.services.generation import GenerationService
@@ -28,6 +30,7 @@ TrainerWrapper = Callable[["Trainer"], "Trainer"]
 __all__ = [
     "Config",
     "ConfigurationError",
+    "adapter_maths",
     "build_corpus_search",
     "build_generation_service",
     "build_local_workflow",
@@ -40,6 +43,9 @@ __all__ = [
     "forget_run_stores",
     "generator_for",
     "load_config",
+    "load_corpus",
+    "offline_embedder",
+    "offline_generator",
     "recorded_embedding_model",
     "shared_run_store",
     "trainer_factory",
@@ -193,6 +199,28 @@ def offline_embedder() -> Embedder:
     from deepmem.adapters.embedders.offline import OfflineEmbedder
 
     return OfflineEmbedder()
+
+
+def offline_generator() -> OfflineQuestionGenerator:
+    """Questions formed from a chunk's own words: no network, no model."""
+    from deepmem.adapters.generators.offline import OfflineQuestionGenerator
+
+    return OfflineQuestionGenerator()
+
+
+def load_corpus(config: Config, dataset: str) -> Corpus:
+    """A dataset's chunk ids and embeddings, loaded for search and evaluation."""
+    from deepmem.adapters.dataset import corpus
+
+    return corpus.load_corpus(dataset, activeloop_token(config, dataset))
+
+
+def adapter_maths() -> ModuleType:
+    """The query adapter's training maths (pure numpy functions), for benchmarks that study
+    the training itself rather than a run (`bench/recall.py`)."""
+    from deepmem.adapters.trainers import adapter_maths as maths
+
+    return maths
 
 
 def embedder_for_model(config: Config, model_name: str) -> Embedder:
