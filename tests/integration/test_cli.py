@@ -226,3 +226,19 @@ def test_serve_answers_the_api_for_the_same_data(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_second_demo_reuses_the_dataset_and_completes(
+    demo_home: Path, demo_summary: dict[str, object]
+) -> None:
+    """Last in this module: it adds a run to the shared home."""
+    summary = demo_home / "second.json"
+
+    result = deepmem(demo_home, "demo", "--limit", "40", "--summary-json", str(summary))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reused: same corpus, chunking and model" in result.stdout
+    second = json.loads(summary.read_text())
+    assert second["status"] == "completed"
+    assert second["run_id"] != demo_summary["run_id"]
+    assert second["chunks"] == demo_summary["chunks"]

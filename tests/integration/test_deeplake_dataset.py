@@ -11,7 +11,7 @@ import pytest
 from deepmem.adapters.dataset.deeplake import DeepLakeChunkSource, import_deeplake
 from deepmem.domain.chunks import split_into_lanes
 from deepmem.domain.errors import DatasetError
-from deepmem.local.dataset_builder import build_dataset, iter_chunks
+from deepmem.local.dataset_builder import build_dataset, ensure_dataset, iter_chunks
 
 from tests.fakes.embedder import HashingEmbedder
 
@@ -243,3 +243,44 @@ def test_a_dataset_without_metadata_reads_with_empty_metadata(tmp_path: Path) ->
         dataset.extend({"id": ["x", "y"], "text": ["first", "second"]})
     chunks = DeepLakeChunkSource(path).read(0, 2)
     assert [(c.id, c.text, c.metadata) for c in chunks] == [("x", "first", {}), ("y", "second", {})]
+
+
+def test_the_same_corpus_is_reused_without_embedding_again(tmp_path: Path) -> None:
+    corpus = _write_corpus(tmp_path / "corpus", documents=6)
+    path = str(tmp_path / "ds")
+    first = ensure_dataset(corpus, path, HashingEmbedder())
+    again = HashingEmbedder()
+
+    second = ensure_dataset(corpus, path, again)
+
+    assert (first.reused, second.reused) == (False, True)
+    assert second.chunks == first.chunks == DeepLakeChunkSource(path).count()
+    assert second.fingerprint == first.fingerprint
+    assert again.calls == []  # nothing embedded the second time
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["text", "limit", "model", "chunking"],
+)
+def test_a_changed_corpus_chunking_or_model_is_built_anew(tmp_path: Path, change: str) -> None:
+    corpus = _write_corpus(tmp_path / "corpus", documents=6)
+    path = str(tmp_path / "ds")
+    first = ensure_dataset(corpus, path, HashingEmbedder())
+    options: dict[str, Any] = {}
+    embedder = HashingEmbedder()
+    if change == "text":
+        (corpus / "doc_000.md").write_text("# Changed\n\nA new first document, not the old one.")
+    elif change == "limit":
+        options["limit"] = first.chunks - 1
+    elif change == "model":
+        embedder = HashingEmbedder(dimension=32)
+    else:
+        options["chunk_size"] = 40
+
+    second = ensure_dataset(corpus, path, embedder, **options)
+
+    assert not second.reused
+    assert second.fingerprint != first.fingerprint
+    assert embedder.calls  # embedded again
+    assert DeepLakeChunkSource(path).count() == second.chunks

@@ -140,7 +140,7 @@ def build_demo_dataset(
     console: Console, runtime: Runtime, corpus: Path | None, limit: int | None
 ) -> tuple[str, int]:
     from deepmem import wiring
-    from deepmem.local.dataset_builder import build_dataset
+    from deepmem.local.dataset_builder import ensure_dataset
     from deepmem.local.stdlib_corpus import stdlib_corpus
 
     dataset = runtime.config.dataset_path
@@ -162,11 +162,10 @@ def build_demo_dataset(
             progress.update(task, completed=done, total=total)
 
         embedder = wiring.offline_embedder()
-        count = build_dataset(corpus, dataset, embedder, limit=limit, progress=advance)
-    if count == 0:
-        raise CorpusNotFoundError(f"corpus {corpus} has no .md, .txt or .jsonl text to use")
-    console.print(f"dataset: {dataset} ({count} chunks)")
-    return dataset, count
+        built = ensure_dataset(corpus, dataset, embedder, limit=limit, progress=advance)
+    how = "reused: same corpus, chunking and model" if built.reused else "built and embedded"
+    console.print(f"dataset: {dataset} ({built.chunks} chunks, {how})")
+    return dataset, built.chunks
 
 
 def _progress(console: Console) -> Progress:

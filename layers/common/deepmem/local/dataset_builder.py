@@ -7,11 +7,14 @@ with the tensors DeepLake's `VectorStore` creates (`text`, `metadata`, `embeddin
 the dataset works with `VectorStore` and Deep Memory as well as with deepmem.
 
 Chunk ids are stable: rebuilding the same corpus gives the same ids, which is what resuming a
-run by chunk identity relies on.
+run by chunk identity relies on. A dataset records the fingerprint of what it holds (every
+chunk's id and text, the chunking and the embedding model), so building the same corpus again
+reuses it instead of embedding every chunk anew.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -159,6 +162,80 @@ def _vectorstore_tensors() -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class BuiltDataset:
+    path: str
+    chunks: int
+    fingerprint: str
+    reused: bool  # the dataset at `path` already held exactly these chunks: nothing embedded
+
+
+def fingerprint(
+    chunks: Sequence[BuiltChunk], embedder: Embedder, chunk_size: int, overlap: int
+) -> str:
+    """What a dataset holds, as one digest: the same corpus, chunking and model give the same."""
+    digest = hashlib.sha256()
+    header = json.dumps([embedder.model_name, embedder.dimension, chunk_size, overlap])
+    digest.update(header.encode())
+    for chunk in chunks:
+        for part in (chunk.id, chunk.text, json.dumps(chunk.metadata, sort_keys=True)):
+            digest.update(b"\x1f" + part.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def recorded_fingerprint(path: str, token: str | None = None) -> str | None:
+    """The fingerprint a dataset built here recorded, or None (no dataset, or not ours)."""
+    from deepmem.adapters.dataset.deeplake import open_dataset
+
+    try:
+        info = open_dataset(path, token).info
+    except DatasetError:
+        return None
+    value = info.get("fingerprint") if hasattr(info, "get") else None
+    return str(value) if value else None
+
+
+def ensure_dataset(
+    corpus_dir: Path,
+    path: str,
+    embedder: Embedder,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    token: str | None = None,
+) -> BuiltDataset:
+    """The dataset of `corpus_dir` at `path`: reused when it already holds exactly these
+    chunks embedded by this model, else built anew (`build_dataset`)."""
+    chunks = _corpus_chunks(corpus_dir, chunk_size, overlap, limit)
+    wanted = fingerprint(chunks, embedder, chunk_size, overlap)
+    if recorded_fingerprint(path, token) == wanted:
+        if progress is not None:
+            progress(len(chunks), len(chunks))
+        return BuiltDataset(path, len(chunks), wanted, reused=True)
+    count = _write_dataset(
+        chunks,
+        path,
+        embedder,
+        chunk_size=chunk_size,
+        overlap=overlap,
+        digest=wanted,
+        progress=progress,
+        token=token,
+    )
+    return BuiltDataset(path, count, wanted, reused=False)
+
+
+def _corpus_chunks(
+    corpus_dir: Path, chunk_size: int, overlap: int, limit: int | None
+) -> list[BuiltChunk]:
+    chunks = list(iter_chunks(corpus_dir, chunk_size=chunk_size, overlap=overlap, limit=limit))
+    if not chunks:
+        raise DatasetError(f"no text to index under '{corpus_dir}' (.md, .txt or .jsonl files)")
+    return chunks
+
+
 def build_dataset(
     corpus_dir: Path,
     path: str,
@@ -172,13 +249,35 @@ def build_dataset(
 ) -> int:
     """Chunk, embed and write the corpus to a new dataset at `path` (an existing dataset
     there is overwritten). Return the number of chunks written."""
+    chunks = _corpus_chunks(corpus_dir, chunk_size, overlap, limit)
+    wanted = fingerprint(chunks, embedder, chunk_size, overlap)
+    return _write_dataset(
+        chunks,
+        path,
+        embedder,
+        chunk_size=chunk_size,
+        overlap=overlap,
+        digest=wanted,
+        progress=progress,
+        token=token,
+    )
+
+
+def _write_dataset(
+    chunks: Sequence[BuiltChunk],
+    path: str,
+    embedder: Embedder,
+    *,
+    chunk_size: int,
+    overlap: int,
+    digest: str,
+    progress: Progress | None,
+    token: str | None,
+) -> int:
     import numpy as np
 
     from deepmem.adapters.dataset.deeplake import import_deeplake
 
-    chunks = list(iter_chunks(corpus_dir, chunk_size=chunk_size, overlap=overlap, limit=limit))
-    if not chunks:
-        raise DatasetError(f"no text to index under '{corpus_dir}' (.md, .txt or .jsonl files)")
     deeplake = import_deeplake()
     try:
         dataset = deeplake.empty(path, overwrite=True, token=token, verbose=False)
@@ -212,6 +311,11 @@ def build_dataset(
         written += len(batch)
         if progress is not None:
             progress(written, len(chunks))
+    try:
+        # Last, so a build cut short is never mistaken for a whole one.
+        dataset.info.update(fingerprint=digest)
+    except Exception as exc:
+        raise DatasetError(f"cannot record the fingerprint of '{path}': {exc}") from exc
     return written
 
 
