@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deepmem.domain.errors import ConfigurationError
 
 
-class Config(BaseSettings):
-    """Every knob that is not an admin setting. Unset parts fall back to the embedded default."""
+class Config(BaseModel):
+    """Every knob that is not an admin setting. Unset parts fall back to the embedded default.
+
+    `Config()` reads the environment; `Config(DATABASE_URL=...)` takes what it is given, by
+    alias, and the environment for the rest. Aliases match whatever their case, an empty value
+    counts as set, defaults are validated too: what pydantic-settings did, without its import
+    (0.2 to 0.4 s of every cold start) for a dozen strings.
+    """
 
     # Only the aliases are read from the environment: a field name such as `home` must never
     # pick up an unrelated variable such as HOME.
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
+    model_config = ConfigDict(extra="ignore", populate_by_name=False, validate_default=True)
 
     home: Path = Field(default=Path(".deepmem"), alias="DEEPMEM_HOME")
     dataset: str = Field(
@@ -65,6 +72,26 @@ class Config(BaseSettings):
         alias="DEEPMEM_ARTIFACTS",
         description="s3://bucket/prefix or a folder; empty means <home>/artifacts",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _given_then_environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = {str(name).lower(): value for name, value in data.items()}
+        environment = {name.lower(): value for name, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for field in cls.model_fields.values():
+            if not field.alias:
+                continue
+            name = field.alias.lower()
+            if field.alias in data:
+                values[field.alias] = data[field.alias]
+            elif name in given:
+                values[field.alias] = given[name]
+            elif name in environment:
+                values[field.alias] = environment[name]
+        return values
 
     @property
     def jwks_url(self) -> str | None:
