@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,47 @@ FUNCTION_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "record_failure": (DATABASE,),
     "authorizer": (),
 }
+
+
+#: The client libraries each Lambda function calls, by the X-Ray SDK's names; `traced_clients`
+#: adds the run store's. Its Tracer patches these and no other: patching a library imports it,
+#: and patching all that X-Ray supports (Powertools' default) imports aiobotocore, requests,
+#: sqlite3... on every cold start. OpenAI's client (httpx2 since openai 3) has no X-Ray patch.
+FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
+    # Step Functions (runs, proceed; the others build the client only); Secrets Manager.
+    "runs": ("botocore",),
+    "proceed": ("botocore",),
+    "delete": ("botocore",),
+    "settings": ("botocore",),
+    # Secrets Manager, s3:// datasets; requests: DeepLake's own calls to Activeloop.
+    "generate_batch": ("botocore", "requests"),
+    # The same, the artifacts on S3, and Deep Memory's job status over httpx.
+    "train": ("botocore", "httpx", "requests"),
+    "record_failure": ("botocore",),
+    # The JWKS over urllib (http.client); Secrets Manager only for a legacy HS256 secret.
+    "authorizer": ("httplib",),
+}
+
+
+def traced_clients(function: str, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """What `function`'s Tracer patches (`Tracer(patch_modules=...)`): its clients, and the run
+    store's (psycopg with DATABASE_URL, else httpx for Supabase's PostgREST). Read from the
+    environment unvalidated, at import: a bad value still fails where it always did, when the
+    function builds its service."""
+    given = {
+        name.lower()
+        for name, value in (os.environ if environ is None else environ).items()
+        if value
+    }
+    clients = list(FUNCTION_CLIENTS[function])
+    if function == "authorizer":
+        if "supabase_jwt_secret_name" in given:
+            clients.append("botocore")
+    elif "database_url" in given:
+        clients.append("psycopg")
+    elif "supabase_url" in given:
+        clients.append("httpx")
+    return tuple(dict.fromkeys(clients))
 
 
 class MissingConfigurationError(ConfigurationError):

@@ -374,8 +374,10 @@ def lambda_handler(
     from aws_lambda_powertools.logging import correlation_paths
     from aws_lambda_powertools.metrics import MetricUnit
 
+    from deepmem.config import traced_clients
+
     logger = Logger()
-    tracer = Tracer()
+    tracer = Tracer(patch_modules=traced_clients(function))
     metrics = Metrics()
     resolver = build_resolver(*routers)
 
