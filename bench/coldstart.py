@@ -11,8 +11,8 @@ heaviest imports (cumulative). Prints a table and writes `bench/results/coldstar
     uv run python bench/coldstart.py
 
 Times are those of the import alone (what Lambda's Init phase spends in the handler module),
-on this machine: a Lambda's CPU share depends on its memory size, so absolute numbers differ
-there; the ratios carry over.
+wall clock and CPU (the process's, steadier when other work shares the machine), on this
+machine: a Lambda's CPU share depends on its memory size, so absolute numbers differ there.
 """
 
 from __future__ import annotations
@@ -67,11 +67,12 @@ def importtime(stderr: str) -> list[dict[str, Any]]:
 def measure(function: DeployedFunction, sdk: Path, python: str, runs: int) -> dict[str, Any]:
     code = import_probe(function)
     parse_probe(run_deployed(function, code, sdk, python=python))  # warm-up
-    seconds, modules = [], []
+    seconds, cpu, modules = [], [], []
     for _ in range(runs):
         probe = parse_probe(run_deployed(function, code, sdk, python=python))
         assert probe["callable"], f"{function.logical_id}: the handler is not callable"
         seconds.append(probe["seconds"])
+        cpu.append(probe["cpu_seconds"])
         modules = probe["modules"]
     traced = run_deployed(function, code, sdk, python=python, options=("-X", "importtime"))
     parse_probe(traced)
@@ -83,6 +84,8 @@ def measure(function: DeployedFunction, sdk: Path, python: str, runs: int) -> di
         "runs_s": seconds,
         "median_s": statistics.median(seconds),
         "min_s": min(seconds),
+        "cpu_runs_s": cpu,
+        "cpu_median_s": statistics.median(cpu),
         "modules": len(modules),
         "heavy_modules": sorted({m.split(".")[0] for m in modules} & set(HEAVY)),
         "heaviest": heaviest,
@@ -109,17 +112,18 @@ def main() -> int:
         results.append(result)
         print(
             f"{function.logical_id:24} median {result['median_s']:.3f} s  "
-            f"min {result['min_s']:.3f} s  {result['modules']} modules",
+            f"min {result['min_s']:.3f} s  cpu {result['cpu_median_s']:.3f} s  "
+            f"{result['modules']} modules",
             flush=True,
         )
 
     print()
-    print("| function | layers | median (s) | min (s) | modules |")
-    print("|---|---|---:|---:|---:|")
+    print("| function | layers | median (s) | min (s) | CPU median (s) | modules |")
+    print("|---|---|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['function']} | {' + '.join(r['layers'])} | {r['median_s']:.2f} | "
-            f"{r['min_s']:.2f} | {r['modules']} |"
+            f"{r['min_s']:.2f} | {r['cpu_median_s']:.2f} | {r['modules']} |"
         )
     for r in results:
         print(f"\n{r['function']}: heaviest imports (cumulative ms, self ms)")

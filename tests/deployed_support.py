@@ -247,12 +247,13 @@ def run_deployed(
 IMPORT_PROBE = """
 import importlib, json, time
 before = set(sys.modules)
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 module = importlib.import_module({module!r})
-seconds = time.perf_counter() - started
+seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
 handler = getattr(module, {name!r})
 print(json.dumps({{
     "seconds": seconds,
+    "cpu_seconds": cpu,
     "callable": callable(handler),
     "modules": sorted(set(sys.modules) - before),
 }}))
