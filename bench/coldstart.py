@@ -98,14 +98,21 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="logical ids (default: every function)")
     parser.add_argument("--label", default="", help="a note stored in the JSON (e.g. before)")
     parser.add_argument("--output", type=Path, default=RESULTS / "coldstart.json")
+    parser.add_argument(
+        "--build", type=Path, default=BUILD, help="a copy of .aws-sam/build (to compare builds)"
+    )
     args = parser.parse_args()
 
-    if not BUILD.is_dir():
-        print(f"{BUILD} does not exist: run `sam build` (./scripts/lint.sh) first", file=sys.stderr)
+    if not args.build.is_dir():
+        print(f"{args.build} does not exist: run `sam build` (./scripts/lint.sh)", file=sys.stderr)
         return 2
     sdk = runtime_sdk()
     python = python312()
-    functions = [f for f in deployed_functions() if not args.only or f.logical_id in args.only]
+    functions = [
+        f
+        for f in deployed_functions(args.build.resolve())
+        if not args.only or f.logical_id in args.only
+    ]
     results = []
     for function in functions:
         result = measure(function, sdk, python, args.runs)
@@ -136,6 +143,7 @@ def main() -> int:
         json.dumps(
             {
                 "label": args.label,
+                "build": str(args.build),
                 "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                 "loadavg": Path("/proc/loadavg").read_text().strip(),
                 "python": platform.python_version(),

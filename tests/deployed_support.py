@@ -109,8 +109,8 @@ def _parameter_dummy(name: str, spec: dict[str, Any]) -> str:
     return f"bench-{name}"
 
 
-def deployed_functions() -> list[DeployedFunction]:
-    """Every function of template.yaml, as `sam build` lays it out."""
+def deployed_functions(build: Path = BUILD) -> list[DeployedFunction]:
+    """Every function of template.yaml, as `sam build` laid it out in `build`."""
     tpl = template()
     parameters = tpl.get("Parameters", {})
     globals_ = tpl.get("Globals", {}).get("Function", {})
@@ -121,7 +121,7 @@ def deployed_functions() -> list[DeployedFunction]:
         props = resource["Properties"]
         # Globals' layers come first, the function's own after them (SAM's merge).
         refs = [*globals_.get("Layers", []), *props.get("Layers", [])]
-        layers = tuple(BUILD / ref["Ref"] / "python" for ref in refs)
+        layers = tuple(build / ref["Ref"] / "python" for ref in refs)
         variables = {
             **globals_.get("Environment", {}).get("Variables", {}),
             **props.get("Environment", {}).get("Variables", {}),
@@ -129,7 +129,7 @@ def deployed_functions() -> list[DeployedFunction]:
         found.append(
             DeployedFunction(
                 logical_id=logical_id,
-                folder=BUILD / logical_id,
+                folder=build / logical_id,
                 layers=layers,
                 handler=props.get("Handler", globals_.get("Handler", "app.handler")),
                 environment={k: _value(v, parameters) for k, v in variables.items()},
