@@ -139,3 +139,36 @@ def test_an_api_handler_answers_as_deployed_with_tracing_on(sdk: Path) -> None:
     response = json.loads(line.removeprefix("RESPONSE "))
     assert response["statusCode"] == 422
     assert json.loads(response["body"])["detail"][0]["loc"] == ["query", "limit"]
+
+
+TASK_ADAPTERS_PROBE = """
+import importlib, json
+from deepmem.adapters.dataset.deeplake import import_deeplake
+import_deeplake()  # as the adapters do: no version check over the network
+for name in {modules!r}:
+    importlib.import_module(name)
+print("IMPORTED " + json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})))
+"""
+#: What the heavy functions import on their first task, each from the layers as built (the heavy
+#: layer's Makefile prunes tests, stubs and numpy's f2py: none of this may need them).
+TASK_MODULES = (
+    "deeplake.client.client",
+    "deeplake.core.vectorstore",
+    "deepmem.adapters.dataset.corpus",
+    "deepmem.adapters.generators.openai",
+    "deepmem.adapters.embedders.openai",
+    "deepmem.adapters.trainers.deep_memory",
+    "deepmem.adapters.trainers.query_adapter",
+    "deepmem.adapters.trainers.artifacts",
+)
+
+
+@pytest.mark.parametrize("logical_id", ("GenerateBatchFunction", "TrainFunction"))
+def test_a_heavy_function_imports_what_its_tasks_need(logical_id: str, sdk: Path) -> None:
+    probe = TASK_ADAPTERS_PROBE.format(modules=TASK_MODULES, heavy=HEAVY)
+    result = run_deployed(FUNCTIONS[logical_id], probe, sdk)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("IMPORTED ")]
+    roots = {m.split(".")[0] for m in json.loads(line.removeprefix("IMPORTED "))}
+    assert {"deeplake", "numpy", "openai"} <= roots
