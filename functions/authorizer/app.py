@@ -11,10 +11,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deepmem.api.auth import TokenVerifier, bearer_token, settings_from_config
-from deepmem.config import load_config
+from deepmem.config import load_config, traced_clients
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=traced_clients("authorizer"))
 metrics = Metrics()
 _verifier: TokenVerifier | None = None
 

@@ -12,13 +12,13 @@ from uuid import UUID
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deepmem.config import load_config, require
+from deepmem.config import load_config, require, traced_clients
 from deepmem.domain.chunks import Lane
 from deepmem.services.generation import GenerationService
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=traced_clients("generate_batch"))
 metrics = Metrics()
 
 

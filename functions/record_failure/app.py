@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deepmem.config import load_config, require
+from deepmem.config import load_config, require, traced_clients
 from deepmem.domain.errors import NotOurExecutionError
 from deepmem.ports import RunStore
 from deepmem.services.failures import (
@@ -26,7 +26,7 @@ from deepmem.services.failures import (
 from pydantic import ValidationError
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=traced_clients("record_failure"))
 metrics = Metrics()
 
 

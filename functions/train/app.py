@@ -16,13 +16,13 @@ from uuid import UUID
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deepmem.config import load_config, require
+from deepmem.config import load_config, require, traced_clients
 from deepmem.ports import JobState
 from deepmem.services.training import TrainingService
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=traced_clients("train"))
 metrics = Metrics()
 
 

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deepmem.domain.errors import ConfigurationError
 
 
-class Config(BaseSettings):
-    """Every knob that is not an admin setting. Unset parts fall back to the embedded default."""
+class Config(BaseModel):
+    """Every knob that is not an admin setting. Unset parts fall back to the embedded default.
+
+    `Config()` reads the environment; `Config(DATABASE_URL=...)` takes what it is given, by
+    alias, and the environment for the rest. Aliases match whatever their case, an empty value
+    counts as set, defaults are validated too: what pydantic-settings did, without its import
+    (0.2 to 0.4 s of every cold start) for a dozen strings.
+    """
 
     # Only the aliases are read from the environment: a field name such as `home` must never
     # pick up an unrelated variable such as HOME.
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
+    model_config = ConfigDict(extra="ignore", populate_by_name=False, validate_default=True)
 
     home: Path = Field(default=Path(".deepmem"), alias="DEEPMEM_HOME")
     dataset: str = Field(
@@ -66,6 +74,26 @@ class Config(BaseSettings):
         description="s3://bucket/prefix or a folder; empty means <home>/artifacts",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _given_then_environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = {str(name).lower(): value for name, value in data.items()}
+        environment = {name.lower(): value for name, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for field in cls.model_fields.values():
+            if not field.alias:
+                continue
+            name = field.alias.lower()
+            if field.alias in data:
+                values[field.alias] = data[field.alias]
+            elif name in given:
+                values[field.alias] = given[name]
+            elif name in environment:
+                values[field.alias] = environment[name]
+        return values
+
     @property
     def jwks_url(self) -> str | None:
         if self.supabase_jwks_url:
@@ -110,6 +138,47 @@ FUNCTION_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "record_failure": (DATABASE,),
     "authorizer": (),
 }
+
+
+#: The client libraries each Lambda function calls, by the X-Ray SDK's names; `traced_clients`
+#: adds the run store's. Its Tracer patches these and no other: patching a library imports it,
+#: and patching all that X-Ray supports (Powertools' default) imports aiobotocore, requests,
+#: sqlite3... on every cold start. OpenAI's client (httpx2 since openai 3) has no X-Ray patch.
+FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
+    # Step Functions (runs, proceed; the others build the client only); Secrets Manager.
+    "runs": ("botocore",),
+    "proceed": ("botocore",),
+    "delete": ("botocore",),
+    "settings": ("botocore",),
+    # Secrets Manager, s3:// datasets; requests: DeepLake's own calls to Activeloop.
+    "generate_batch": ("botocore", "requests"),
+    # The same, the artifacts on S3, and Deep Memory's job status over httpx.
+    "train": ("botocore", "httpx", "requests"),
+    "record_failure": ("botocore",),
+    # The JWKS over urllib (http.client); Secrets Manager only for a legacy HS256 secret.
+    "authorizer": ("httplib",),
+}
+
+
+def traced_clients(function: str, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """What `function`'s Tracer patches (`Tracer(patch_modules=...)`): its clients, and the run
+    store's (psycopg with DATABASE_URL, else httpx for Supabase's PostgREST). Read from the
+    environment unvalidated, at import: a bad value still fails where it always did, when the
+    function builds its service."""
+    given = {
+        name.lower()
+        for name, value in (os.environ if environ is None else environ).items()
+        if value
+    }
+    clients = list(FUNCTION_CLIENTS[function])
+    if function == "authorizer":
+        if "supabase_jwt_secret_name" in given:
+            clients.append("botocore")
+    elif "database_url" in given:
+        clients.append("psycopg")
+    elif "supabase_url" in given:
+        clients.append("httpx")
+    return tuple(dict.fromkeys(clients))
 
 
 class MissingConfigurationError(ConfigurationError):
