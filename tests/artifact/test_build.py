@@ -172,3 +172,11 @@ def test_a_heavy_function_imports_what_its_tasks_need(logical_id: str, sdk: Path
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("IMPORTED ")]
     roots = {m.split(".")[0] for m in json.loads(line.removeprefix("IMPORTED "))}
     assert {"deeplake", "numpy", "openai"} <= roots
+
+
+def test_the_common_layer_ships_the_package_without_the_local_room_or_the_cli() -> None:
+    package = BUILD / "CommonLayer" / "python" / "deepmem"
+
+    assert (package / "wiring.py").is_file() and (package / "adapters").is_dir()
+    assert not (package / "local").exists()
+    assert not (package / "cli").exists()
