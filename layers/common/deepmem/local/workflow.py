@@ -12,11 +12,13 @@ Generation, Lambda `GenerateBatchFunction` (`functions/generate_batch/app.py`):
 - plan:   in  `{"action": "plan", "run_id", "attempt"}`
           out `{"run_id", "attempt", "total_chunks": int,
                 "lanes": [{"lane": 0, "start": 0, "stop": 500, "cursor": 0}, ...],
-                "max_concurrency": int}`  (>= 1; the Map's MaxConcurrencyPath)
-- batch:  in  `{"action": "batch", "run_id", "attempt", "lane": {...}}`, once per lane item,
-          looping while the output's `done` is false;
+                "max_concurrency": int,  (>= 1; the Map's MaxConcurrencyPath)
+                "setup": {"dataset": str, "settings": {...}}}`  (what every lane call needs)
+- batch:  in  `{"action": "batch", "run_id", "attempt", "lane": {...}, "setup": {...}}`, once
+          per lane item (`setup` from the plan), looping while the output's `done` is false;
           out `{"run_id", "attempt", "lane": {... cursor advanced}, "done": bool,
-                "new_chunks": int, "new_pairs": int}`; the next call gets the returned `lane`.
+                "new_chunks": int, "new_pairs": int, "setup": {...}}`; the next call gets the
+          returned `lane` and `setup`. Without `setup` a call reads the run and the settings.
 - finish: in  `{"action": "finish", "run_id", "attempt"}`
           out `{"run_id", "status": "generated", ...}`
 - retried (backoff + full jitter): Lambda.ServiceException, Lambda.AWSLambdaException,
