@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deepmem.config import load_config, require, traced_clients
 from deepmem.domain.chunks import Lane
-from deepmem.services.generation import GenerationService
+from deepmem.services.generation import GenerationService, LaneSetup
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 logger = Logger()
@@ -36,6 +36,7 @@ class PlanTask(_Task):
 class BatchTask(_Task):
     action: Literal["batch"]
     lane: Lane
+    setup: LaneSetup | None = None  # the plan's, carried by the state machine
 
 
 class FinishTask(_Task):
@@ -64,7 +65,7 @@ def handle(
         return plan.model_dump(mode="json")
     if isinstance(task, BatchTask):
         remaining = context.get_remaining_time_in_millis if context is not None else None
-        progress = service.batch(task.run_id, task.lane, remaining_ms=remaining)
+        progress = service.batch(task.run_id, task.lane, remaining_ms=remaining, setup=task.setup)
         metrics.add_metric(name="ChunksProcessed", unit=MetricUnit.Count, value=progress.new_chunks)
         metrics.add_metric(name="PairsWritten", unit=MetricUnit.Count, value=progress.new_pairs)
         metrics.add_metric(name="LlmCalls", unit=MetricUnit.Count, value=progress.llm_calls)

@@ -221,6 +221,37 @@ def test_batch_refused_when_run_is_not_generating(store: RunStore) -> None:
     assert store.get_run(run_id).processed_chunks == 0
 
 
+def test_a_batch_says_which_chunks_of_its_look_up_are_processed(store: RunStore) -> None:
+    run = store.create_run(DATASET, None)
+    store.record_batch(_batch(run.id, {"a": ["What is A?"], "b": []}, calls=2))
+    written = store.record_batch(
+        BatchRecord(
+            run_id=run.id,
+            chunks=[ChunkQuestions(chunk_id="c", questions=["What is C?"])],
+            llm_calls=1,
+            look_up=["a", "c", "d", "b"],
+        )
+    )
+    # Read after the write, in the same call: the chunk it wrote counts as processed.
+    assert written.processed == {"a", "b", "c"}
+    assert (written.new_chunks, written.run.processed_chunks) == (1, 3)
+    # A look-up alone writes nothing and changes no counter.
+    alone = store.record_batch(BatchRecord(run_id=run.id, chunks=[], look_up=["d", "a", "e"]))
+    assert (alone.new_chunks, alone.new_pairs, alone.processed) == (0, 0, {"a"})
+    after = store.get_run(run.id)
+    assert alone.run == after
+    assert (after.processed_chunks, after.pair_count, after.llm_calls) == (3, 2, 3)
+    assert store.record_batch(BatchRecord(run_id=run.id, chunks=[])).processed == frozenset()
+
+
+def test_a_look_up_alone_is_refused_when_run_is_not_generating(store: RunStore) -> None:
+    run_id = _move_to(store, RunStatus.GENERATING_FAILED)
+    with pytest.raises(InvalidTransitionError):
+        store.record_batch(BatchRecord(run_id=run_id, chunks=[], look_up=["x"]))
+    with pytest.raises(RunNotFoundError):
+        store.record_batch(BatchRecord(run_id=uuid4(), chunks=[], look_up=["x"]))
+
+
 def test_pairs_are_paged_in_insertion_order(store: RunStore) -> None:
     run = store.create_run(DATASET, None)
     store.record_batch(_batch(run.id, {f"c{i:02d}": [f"question {i}?"] for i in range(25)}))

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from deepmem.domain.executions import execution_name
+from deepmem.domain.models import Settings
 from deepmem.domain.status import Phase
 from deepmem.local.lambda_runtime import status_change_event
 
@@ -23,6 +24,7 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 API_ID = "abcdef1234"
 SAMPLE_RUN_ID = UUID("3f2b8c1e-5d4a-4e6b-9c7d-0a1b2c3d4e5f")
+SAMPLE_DATASET = "hub://example-org/knowledge-base"
 SAMPLE_ADMIN_ID = UUID("00000000-0000-4000-8000-0000000000ad")
 SAMPLE_TIME = "27/Nov/2026:05:00:00 +0000"
 SAMPLE_EPOCH_MS = 1795928400000
@@ -140,10 +142,24 @@ def lane(
     }
 
 
+def lane_setup(dataset: str = SAMPLE_DATASET, settings: Settings | None = None) -> dict[str, Any]:
+    """The plan's `setup`, which the Map passes to every lane call."""
+    return {"dataset": dataset, "settings": (settings or Settings()).model_dump(mode="json")}
+
+
 def batch_input(
-    run_id: UUID = SAMPLE_RUN_ID, attempt: int = 1, lane_: dict[str, int] | None = None
+    run_id: UUID = SAMPLE_RUN_ID,
+    attempt: int = 1,
+    lane_: dict[str, int] | None = None,
+    setup: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {"action": "batch", "run_id": str(run_id), "attempt": attempt, "lane": lane_ or lane()}
+    return {
+        "action": "batch",
+        "run_id": str(run_id),
+        "attempt": attempt,
+        "lane": lane_ or lane(),
+        "setup": setup or lane_setup(),
+    }
 
 
 def finish_input(run_id: UUID = SAMPLE_RUN_ID, attempt: int = 1) -> dict[str, Any]:

@@ -187,7 +187,12 @@ class MemoryRunStore:
                     llm_calls=run.llm_calls + batch.llm_calls,
                     tokens_used=run.tokens_used + batch.tokens_used,
                 )
-            return BatchOutcome(new_chunks=new_chunks, new_pairs=new_pairs, run=run)
+            return BatchOutcome(
+                new_chunks=new_chunks,
+                new_pairs=new_pairs,
+                run=run,
+                processed=frozenset(processed & set(batch.look_up)),
+            )
 
     def processed_chunk_ids(self, run_id: UUID, chunk_ids: Sequence[str]) -> set[str]:
         with self._lock:

@@ -67,7 +67,7 @@ def walk_lanes(svc: GenerationService, run_id: UUID) -> None:
     for lane in plan.lanes:
         current: Lane = lane
         while True:
-            progress = svc.batch(run_id, current)
+            progress = svc.batch(run_id, current, setup=plan.setup)
             current = progress.lane
             if progress.done:
                 break
@@ -87,7 +87,7 @@ def main() -> None:
     for lane in plan.lanes:
         current = lane
         while True:
-            progress = svc.batch(run_id, current)
+            progress = svc.batch(run_id, current, setup=plan.setup)
             print(json.dumps({"lane": current.lane, "new_chunks": progress.new_chunks}), flush=True)
             current = progress.lane
             if progress.done:

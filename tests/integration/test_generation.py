@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from deepmem.adapters.store.postgres import PostgresStore
+from deepmem.adapters.store.postgres import PostgresStore, connect_pool
+from deepmem.config import Config
 from deepmem.domain.errors import GenerationError, TransientGenerationError
 from deepmem.domain.models import Settings
 from deepmem.domain.status import RunStatus
+from deepmem.wiring import build_generation_service
 
 from tests.fakes.llm_server import FakeLLMServer
 from tests.integration.generation_support import build_test_dataset, service, walk_lanes
@@ -63,6 +66,48 @@ def test_generation_covers_every_chunk_once(
     assert after.llm_calls == CHUNKS
     assert after.pair_count == 2 * CHUNKS
     _assert_consistent(postgres_store, run.id)
+
+
+class CountingPostgresStore(PostgresStore):
+    """The real adapter, counting its round trips to PostgreSQL (one SQL function call each)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(connect_pool(url))
+        self.round_trips: list[str] = []
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        self.round_trips.append(sql.split("public.", 1)[1].split("(", 1)[0])
+        return super()._execute(sql, params)
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_lane_makes_one_store_round_trip_per_batch(
+    postgres_store: PostgresStore, database_url: str, dataset: str, resumed: bool
+) -> None:
+    _configure(postgres_store, max_chunks_per_run=100, lanes=2, batch_size=10, concurrency=4)
+    run = postgres_store.create_run(dataset, None)
+    counting = CountingPostgresStore(database_url)
+    try:
+        config = Config.model_validate({"DATABASE_URL": database_url})
+        svc = build_generation_service(config, store=counting)
+        plan = svc.plan(run.id)
+        if resumed:  # the first 15 chunks of lane 0 processed before: one batch whole, one half
+            first = svc.batch(
+                run.id, plan.lanes[0].model_copy(update={"stop": 15}), setup=plan.setup
+            )
+            assert first.new_chunks == 15
+        for lane in plan.lanes:
+            counting.round_trips.clear()
+            progress = svc.batch(run.id, lane, setup=plan.setup)
+            assert progress.done
+            batches = -(-(lane.stop - lane.cursor) // 10)
+            # One per batch (its look-up carries the answers so far), one for the last answers.
+            assert counting.round_trips == ["record_training_batch"] * (batches + 1)
+        after = postgres_store.get_run(run.id)
+        assert after.processed_chunks == 100
+        _assert_consistent(postgres_store, run.id)
+    finally:
+        counting.close()
 
 
 def test_chunk_cap_from_settings(
@@ -226,8 +271,6 @@ def test_killed_worker_resumes_with_one_call_per_remaining_chunk(
     # The same run uninterrupted, on the same deterministic endpoint, gives the same pairs.
     name, other_url = pg_server.fresh_database()  # type: ignore[attr-defined]
     try:
-        from deepmem.adapters.store.postgres import connect_pool
-
         other = PostgresStore(connect_pool(other_url))
         _configure(other, lanes=1, batch_size=20, concurrency=8, questions_per_chunk=2)
         with FakeLLMServer() as llm2:

@@ -54,7 +54,7 @@ CALLS: list[tuple[Callable[[SupabaseStore], Any], str, set[str]]] = [
             BatchRecord(run_id=RUN, chunks=[ChunkQuestions(chunk_id="c1", questions=["q?"])])
         ),
         "record_training_batch",
-        {"p_run_id", "p_chunks", "p_llm_calls", "p_tokens_used"},
+        {"p_run_id", "p_chunks", "p_llm_calls", "p_tokens_used", "p_look_up"},
     ),
     (
         lambda s: s.processed_chunk_ids(RUN, ["c1", "c2"]),

@@ -103,6 +103,7 @@ class Script:
                 "total_chunks": total,
                 "lanes": lanes,
                 "max_concurrency": self.max_concurrency,
+                "setup": {"dataset": "ds", "settings": {"batch_size": self.batch_size}},
             }
         if action == "batch":
             with self.lock:
@@ -120,6 +121,7 @@ class Script:
                 "done": lane["cursor"] >= lane["stop"],
                 "new_chunks": self.batch_size,
                 "new_pairs": 2 * self.batch_size,
+                "setup": event["setup"],
             }
         assert action == "finish"
         moved = self.store.transition(_uuid(run_id), RunStatus.GENERATING, RunStatus.GENERATED)
@@ -229,6 +231,8 @@ def test_generation_plans_walks_every_lane_in_batches_and_finishes(
     by_lane: dict[int, list[int]] = {}
     for call in batches:
         assert call["run_id"] == str(run.id) and call["attempt"] == 1
+        # The plan's setup, through the Map to each lane and from each call to the next.
+        assert call["setup"] == {"dataset": "ds", "settings": {"batch_size": 2}}
         by_lane.setdefault(call["lane"]["lane"], []).append(call["lane"]["cursor"])
     assert {k: sorted(v) for k, v in by_lane.items()} == {0: [0, 2, 4], 1: [6, 8]}
     assert script.actions()[0] == "plan" and script.actions()[-1] == "finish"

@@ -63,6 +63,7 @@ class Faults:
         self.error = error
         self.generated = 0
         self.calls = 0  # chunks the generator really answered, over all attempts
+        self.setups: list[Any] = []  # the `setup` of every batch task's input
 
     def at(self, action: str) -> None:
         if self.action == action and self.error is not None and action != "batch":
@@ -111,6 +112,8 @@ def _workflow(store: PostgresStore, config: Config, faults: Faults) -> LocalWork
 
     def generate(event: dict[str, Any], context: Any) -> Any:
         faults.at(event["action"])
+        if event["action"] == "batch":
+            faults.setups.append(event.get("setup"))
         return generate_batch.handle(event, generation, context)
 
     def train_task(event: dict[str, Any], context: Any) -> Any:
@@ -198,6 +201,10 @@ def test_a_fault_in_each_task_fails_its_phase_and_proceed_completes_exactly(
     assert "recall_after" in run.metrics
     # Resume is by chunk identity: no chunk was generated twice, across both attempts.
     assert faults.calls == CHUNKS
+    # Every lane call got the plan's setup through the Map, so none read the run or settings.
+    assert faults.setups
+    assert {s["dataset"] for s in faults.setups} == {dataset}
+    assert {s["settings"]["batch_size"] for s in faults.setups} == {5}
 
 
 def test_a_transient_fault_leaves_no_trace_but_the_retry(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from deepmem.services.generation import AdaptiveSlots
+from deepmem.services.chunk_stream import AdaptiveSlots
 
 
 def test_pushback_cuts_the_limit_and_success_brings_it_back() -> None:

@@ -183,6 +183,11 @@ def test_lanes_run_as_a_map_with_the_plans_concurrency(asl: dict[str, Any]) -> N
     assert lanes["ItemsPath"] == "$.lanes"
     assert lanes["MaxConcurrencyPath"] == "$.max_concurrency"
     assert lanes["ItemSelector"]["lane.$"] == "$$.Map.Item.Value"
+    # The plan's setup reaches every lane call, and each call hands it to the next.
+    assert lanes["ItemSelector"]["setup.$"] == "$.setup"
+    batch = lanes["ItemProcessor"]["States"]["GenerateBatch"]
+    assert batch["Parameters"]["Payload"]["setup.$"] == "$.setup"
+    assert batch["OutputPath"] == "$.Payload"
     assert lanes["ResultPath"] is None  # the lanes' outputs are not needed, and could be large
     loop = lanes["ItemProcessor"]["States"]
     choice = loop["LaneDone"]

@@ -67,7 +67,10 @@ class RunStore(Protocol):
 
     def record_batch(self, batch: BatchRecord) -> BatchOutcome:
         """Pairs + processed chunk ids + counters in one transaction. Chunks already
-        processed are ignored whole, so a retried batch changes nothing."""
+        processed are ignored whole, so a retried batch changes nothing. The outcome says
+        which of `batch.look_up` the run has processed once the batch is written, so a lane
+        asks about its next batch in the same round trip. Raise InvalidTransitionError when
+        the run is not `generating` (even for a batch of no chunks)."""
         ...
 
     def processed_chunk_ids(self, run_id: UUID, chunk_ids: Sequence[str]) -> set[str]:

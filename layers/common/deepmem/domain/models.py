@@ -77,6 +77,11 @@ class BatchRecord(BaseModel):
     chunks: list[ChunkQuestions]
     llm_calls: int = Field(default=0, ge=0)
     tokens_used: int = Field(default=0, ge=0)
+    look_up: list[str] = Field(
+        default_factory=list,
+        description="chunk ids to report on: which of them the run has processed, once "
+        "this batch is written (a lane's next batch, asked in the same round trip)",
+    )
 
 
 class BatchOutcome(BaseModel):
@@ -87,6 +92,9 @@ class BatchOutcome(BaseModel):
     new_chunks: int
     new_pairs: int
     run: TrainingRun
+    processed: frozenset[str] = Field(
+        default_factory=frozenset, description="the ids of `look_up` the run has processed"
+    )
 
 
 class DeleteOutcome(BaseModel):

@@ -155,6 +155,7 @@ class RpcRunStore(ABC):
                 "p_chunks": [chunk.model_dump() for chunk in batch.chunks],
                 "p_llm_calls": batch.llm_calls,
                 "p_tokens_used": batch.tokens_used,
+                "p_look_up": list(batch.look_up),
             },
             run_id=batch.run_id,
             target=RunStatus.GENERATING,
@@ -163,6 +164,7 @@ class RpcRunStore(ABC):
             new_chunks=result["new_chunks"],
             new_pairs=result["new_pairs"],
             run=TrainingRun.model_validate(result["run"]),
+            processed=frozenset(result.get("processed") or ()),
         )
 
     def processed_chunk_ids(self, run_id: UUID, chunk_ids: Sequence[str]) -> set[str]:

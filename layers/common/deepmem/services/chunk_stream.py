@@ -1,0 +1,211 @@
+"""A lane's chunks streamed through the question generator: at most `concurrency` in flight
+(fewer while the LLM pushes back), answers recorded every `batch_size` in one store round trip
+that also looks up which of the next chunks are already processed, every store call off the
+event loop. Used by `GenerationService.batch`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from uuid import UUID
+
+from aws_lambda_powertools import Logger
+
+from deepmem.domain.chunks import Chunk
+from deepmem.domain.errors import DatasetError
+from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, TrainingRun
+from deepmem.ports import ChunkSource, GeneratedQuestions, QuestionGenerator, RunStore
+
+logger = Logger(child=True)
+
+#: Stop taking new batches when less than this is left of the invocation (milliseconds).
+MIN_REMAINING_MS = 20_000
+
+
+@dataclass
+class Tally:
+    new_chunks: int = 0
+    new_pairs: int = 0
+    llm_calls: int = 0
+    retries: int = 0
+    tokens_used: int = 0
+
+
+class AdaptiveSlots:
+    """At most `limit` chunks in flight. The limit backs off when the LLM pushes back (an
+    answer that needed retries: 429, 5xx, a timeout) and creeps back up while it does not:
+    additive increase, multiplicative decrease, at most one cut per round trip (calls sent
+    before a cut were sent under the old limit). So a rate-limited endpoint is driven at its
+    rate, not hammered into Retry-After waits."""
+
+    def __init__(self, maximum: int, backoff: float = 0.75) -> None:
+        self.maximum = maximum
+        self.limit = float(maximum)
+        self.active = 0
+        self._backoff = backoff
+        self._last_cut = float("-inf")
+        self._changed = asyncio.Condition()
+
+    async def acquire(self) -> float:
+        """Wait for a slot; return when the call starts (to pass back to `release`)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.active < max(1, int(self.limit)))
+            self.active += 1
+        return time.monotonic()
+
+    async def release(self, started: float, pushed_back: bool | None) -> None:
+        """`pushed_back`: True when the call needed retries, False when it did not, None when
+        it says nothing about the endpoint's load (it failed, or never ran)."""
+        async with self._changed:
+            self.active -= 1
+            if pushed_back and started >= self._last_cut:
+                self.limit = max(1.0, self.limit * self._backoff)
+                self._last_cut = time.monotonic()
+            elif pushed_back is False:
+                self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
+            self._changed.notify_all()
+
+
+@dataclass(frozen=True)
+class NextBatch:
+    stop: int
+    unprocessed: list[Chunk]
+
+
+class ChunkStream:
+    """Chunks go to the generator as a stream: a new one starts whenever a slot frees
+    (`concurrency` of them, fewer while the LLM pushes back: `AdaptiveSlots`), across batch
+    boundaries, so one slow answer never idles the other slots.
+
+    The answers received so far are written by the next round trip to the store, which is the
+    look-up of the lane's next batch (one transaction each, one in flight at a time so the
+    counters move in order, each in a worker thread so the loop keeps serving the LLM calls).
+    On any failure no new chunk starts, the ones in flight finish, and every answer is written
+    before the error is raised, so resume never pays for a chunk twice."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: UUID,
+        generator: QuestionGenerator,
+        settings: Settings,
+    ) -> None:
+        self.run: TrainingRun | None = None
+        self.tally = Tally()
+        self.failures: list[Exception] = []
+        self.round_trips = 0
+        self._store = store
+        self._run_id = run_id
+        self._generator = generator
+        self._count = settings.questions_per_chunk
+        self.slots = AdaptiveSlots(settings.concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._answered: list[GeneratedQuestions] = []
+        self._writing = asyncio.Lock()
+        self._slowest_ms = 0.0
+
+    def margin_ms(self) -> float:
+        """Time to keep in hand before starting more: the in-flight chunks must finish."""
+        return max(MIN_REMAINING_MS, 2 * self._slowest_ms)
+
+    async def look_ahead(
+        self, source: ChunkSource, dataset: str, start: int, stop: int
+    ) -> NextBatch | None:
+        """Read [start, stop) and learn which of its chunks are processed, in the round trip
+        that writes the answers so far. None on a failure (kept in `failures`)."""
+        try:
+            chunks = await asyncio.to_thread(source.read, start, stop)
+            if len(chunks) != stop - start:
+                raise DatasetError(
+                    f"dataset {dataset} returned {len(chunks)} chunks for "
+                    f"[{start}, {stop}): did it change during the run?"
+                )
+            processed = await self._write([c.id for c in chunks])
+        except Exception as exc:
+            self.failures.append(exc)
+            return None
+        return NextBatch(stop, [c for c in chunks if c.id not in processed])
+
+    async def submit(self, chunk: Chunk) -> None:
+        started = await self.slots.acquire()
+        if self.failures:
+            await self.slots.release(started, None)
+            return
+        task = asyncio.create_task(self._generate(chunk, started))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def drain(self) -> None:
+        """Let the chunks in flight finish and write their answers."""
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        try:
+            await self._write([])
+        except Exception as exc:
+            self.failures.append(exc)
+
+    async def close(self) -> None:
+        for task in self._in_flight:
+            task.cancel()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+        close = getattr(self._generator, "aclose", None)
+        if close is not None:
+            await close()
+
+    def raise_failure(self) -> None:
+        if not self.failures:
+            return
+        first = self.failures[0]
+        logger.warning(
+            "chunks failed",
+            extra={"failed": len(self.failures), "error": str(first), **self.tally.__dict__},
+        )
+        raise first
+
+    async def _generate(self, chunk: Chunk, started: float) -> None:
+        pushed_back: bool | None = None
+        try:
+            answer = await self._generator.generate(chunk, self._count)
+            pushed_back = answer.retries > 0
+            # Appended after the await: `_write` swaps the list meanwhile.
+            self._answered.append(answer)
+        except Exception as exc:
+            self.failures.append(exc)
+        finally:
+            self._slowest_ms = max(self._slowest_ms, (time.monotonic() - started) * 1000)
+            await self.slots.release(started, pushed_back)
+
+    async def _write(self, look_up: list[str]) -> frozenset[str]:
+        """One round trip: write the answers received so far, ask which of `look_up` the run
+        has processed. Skipped when there is nothing to write or ask, once the run was seen
+        (the first round trip also checks the run is still generating)."""
+        async with self._writing:
+            answered, self._answered = self._answered, []
+            if not answered and not look_up and self.run is not None:
+                return frozenset()
+            record = BatchRecord(
+                run_id=self._run_id,
+                chunks=[
+                    ChunkQuestions(chunk_id=r.chunk_id, questions=r.questions) for r in answered
+                ],
+                llm_calls=sum(r.llm_calls for r in answered),
+                tokens_used=sum(r.tokens_used for r in answered),
+                look_up=look_up,
+            )
+            self.round_trips += 1
+            try:
+                outcome = await asyncio.to_thread(self._store.record_batch, record)
+            except BaseException:
+                # Kept for the next round trip: writing them again is harmless (a chunk
+                # already recorded is ignored whole) if this one did commit after all.
+                self._answered[:0] = answered
+                raise
+            self.run = outcome.run
+            self.tally.new_chunks += outcome.new_chunks
+            self.tally.new_pairs += outcome.new_pairs
+            self.tally.llm_calls += sum(r.llm_calls for r in answered)
+            self.tally.retries += sum(r.retries for r in answered)
+            self.tally.tokens_used += sum(r.tokens_used for r in answered)
+            return outcome.processed

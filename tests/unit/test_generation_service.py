@@ -1,0 +1,244 @@
+"""GenerationService on fakes: store round trips per batch, none on the event loop, and resume
+by chunk identity across failed and retried lane calls."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from typing import Any
+from uuid import UUID
+
+import pytest
+from deepmem.domain.chunks import Chunk, Lane
+from deepmem.domain.errors import GenerationError, InvalidTransitionError
+from deepmem.domain.models import BatchOutcome, BatchRecord, ChunkQuestions, Settings
+from deepmem.domain.status import RunStatus
+from deepmem.ports import GeneratedQuestions
+from deepmem.services.generation import GenerationService, LaneSetup
+
+from tests.fakes import events
+from tests.fakes.memory_store import MemoryRunStore
+
+DATASET = "mem://corpus"
+
+
+class CountingStore:
+    """The fake store, counting calls (each one is a round trip for a real adapter) and the
+    thread each ran on."""
+
+    def __init__(self, inner: MemoryRunStore) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+        self.threads: set[int] = set()
+        self.before_write: Any = None  # called inside record_batch, before it writes
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.threads.clear()
+
+    def record_batch(self, batch: BatchRecord) -> BatchOutcome:
+        self.calls.append("record_batch")
+        self.threads.add(threading.get_ident())
+        if self.before_write is not None:
+            self.before_write(batch)
+        return self.inner.record_batch(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            self.threads.add(threading.get_ident())
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+class ListSource:
+    def __init__(self, count: int) -> None:
+        self.chunks = [Chunk(id=f"chunk-{i:04d}", text=f"Text {i}.") for i in range(count)]
+
+    def count(self) -> int:
+        return len(self.chunks)
+
+    def read(self, start: int, stop: int) -> list[Chunk]:
+        return self.chunks[start:stop]
+
+
+class FakeGenerator:
+    """Answers after a short sleep; fails for good from the `fail_from`-th call on."""
+
+    def __init__(self, fail_from: int | None = None) -> None:
+        self.asked: Counter[str] = Counter()
+        self.answered: set[str] = set()
+        self.answers = 0
+        self.in_flight = 0
+        self.fail_from = fail_from
+
+    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+        self.asked[chunk.id] += 1
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(0.002)
+            if self.fail_from is not None and sum(self.asked.values()) >= self.fail_from:
+                raise GenerationError("refused for good")
+            self.answers += 1
+            self.answered.add(chunk.id)
+            return GeneratedQuestions(chunk.id, [f"What is {chunk.id}?"], tokens_used=5)
+        finally:
+            self.in_flight -= 1
+
+
+def _service(
+    chunks: int, settings: Settings, generator: FakeGenerator
+) -> tuple[GenerationService, CountingStore, UUID]:
+    store = CountingStore(MemoryRunStore(settings))
+    source = ListSource(chunks)
+    service = GenerationService(store, lambda _dataset: source, lambda _settings: generator)
+    run = store.inner.create_run(DATASET, None)
+    return service, store, run.id
+
+
+def _walk(service: GenerationService, run_id: UUID, lane: Lane, setup: LaneSetup) -> Lane:
+    while True:
+        progress = service.batch(run_id, lane, setup=setup)
+        lane = progress.lane
+        if progress.done:
+            return lane
+
+
+def test_the_plan_carries_what_a_lane_needs() -> None:
+    settings = Settings(batch_size=7, concurrency=3, lanes=2, questions_per_chunk=2)
+    service, _, run_id = _service(30, settings, FakeGenerator())
+    plan = service.plan(run_id)
+    assert plan.setup == LaneSetup(dataset=DATASET, settings=settings)
+    assert plan.model_dump(mode="json")["setup"]["settings"]["batch_size"] == 7
+
+
+@pytest.mark.parametrize(("chunks", "batch_size", "concurrency"), [(200, 20, 8), (95, 10, 16)])
+def test_a_lane_costs_one_store_round_trip_per_batch(
+    chunks: int, batch_size: int, concurrency: int
+) -> None:
+    settings = Settings(batch_size=batch_size, concurrency=concurrency, lanes=1)
+    generator = FakeGenerator()
+    service, store, run_id = _service(chunks, settings, generator)
+    plan = service.plan(run_id)
+    store.reset()
+    progress = service.batch(run_id, plan.lanes[0], setup=plan.setup)
+    batches = -(-chunks // batch_size)
+    assert progress.done and progress.new_chunks == chunks
+    # Each batch's look-up rides on the write of the answers so far; the last answers are
+    # written by one more round trip. Nothing else: no run, no settings, no separate look-up.
+    assert store.calls == ["record_batch"] * (batches + 1)
+    assert len(store.calls) / batches <= 1 + 1 / batches
+    assert store.inner.get_run(run_id).processed_chunks == chunks
+    assert max(generator.asked.values()) == 1
+
+
+def test_without_the_plans_setup_a_call_reads_the_run_and_settings_once() -> None:
+    settings = Settings(batch_size=10, concurrency=4, lanes=1)
+    service, store, run_id = _service(50, settings, FakeGenerator())
+    lane = service.plan(run_id).lanes[0]
+    store.reset()
+    assert service.batch(run_id, lane).done
+    assert Counter(store.calls) == {"get_run": 1, "get_settings": 1, "record_batch": 6}
+
+
+def test_store_round_trips_run_off_the_event_loop() -> None:
+    """A write that waits for an LLM answer to arrive finishes only if the loop kept serving
+    the calls in flight meanwhile."""
+    settings = Settings(batch_size=10, concurrency=8, lanes=1)
+    generator = FakeGenerator()
+    service, store, run_id = _service(60, settings, generator)
+    plan = service.plan(run_id)
+    overlapped: list[bool] = []
+
+    def wait_for_an_answer(_batch: BatchRecord) -> None:
+        if generator.in_flight == 0:
+            return
+        before = generator.answers
+        deadline = time.monotonic() + 5
+        while generator.answers == before and time.monotonic() < deadline:
+            time.sleep(0.001)
+        overlapped.append(generator.answers > before)
+
+    store.before_write = wait_for_an_answer
+    store.reset()
+    assert service.batch(run_id, plan.lanes[0], setup=plan.setup).done
+    assert threading.get_ident() not in store.threads
+    assert overlapped and all(overlapped)
+
+
+def test_a_failed_lane_call_keeps_every_answer_and_its_retry_asks_only_the_rest() -> None:
+    settings = Settings(batch_size=10, concurrency=4, lanes=1)
+    generator = FakeGenerator(fail_from=25)
+    service, store, run_id = _service(60, settings, generator)
+    plan = service.plan(run_id)
+    lane = plan.lanes[0]
+    with pytest.raises(GenerationError):
+        service.batch(run_id, lane, setup=plan.setup)
+    # Every answer received before the error was raised is recorded.
+    answered_first = set(generator.answered)
+    assert answered_first and len(answered_first) < 60
+    assert store.inner.processed_chunk_ids(run_id, list(generator.asked)) == answered_first
+    generator.fail_from = None
+    generator.asked.clear()
+    # The state machine retries the call with the same input.
+    assert _walk(service, run_id, lane, plan.setup).done
+    assert not set(generator.asked) & answered_first
+    assert max(generator.asked.values()) == 1
+    assert store.inner.get_run(run_id).processed_chunks == 60
+
+
+def test_resume_skips_every_processed_chunk_wherever_it_is() -> None:
+    settings = Settings(batch_size=8, concurrency=4, lanes=1)
+    generator = FakeGenerator()
+    service, store, run_id = _service(64, settings, generator)
+    plan = service.plan(run_id)
+    # Chunks processed before, scattered: some batches whole, others in part.
+    before = {f"chunk-{i:04d}" for i in [*range(0, 8), *range(10, 64, 3)]}
+    store.inner.record_batch(
+        BatchRecord(
+            run_id=run_id, chunks=[ChunkQuestions(chunk_id=c, questions=[]) for c in before]
+        )
+    )
+    assert _walk(service, run_id, plan.lanes[0], plan.setup).done
+    assert not set(generator.asked) & before
+    assert set(generator.asked) == {c.id for c in ListSource(64).chunks} - before
+    assert store.inner.get_run(run_id).processed_chunks == 64
+
+
+def test_a_lane_of_a_run_no_longer_generating_is_refused_before_any_llm_call() -> None:
+    settings = Settings(batch_size=10, concurrency=4, lanes=1)
+    generator = FakeGenerator()
+    service, store, run_id = _service(30, settings, generator)
+    plan = service.plan(run_id)
+    store.inner.transition(run_id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED)
+    with pytest.raises(InvalidTransitionError):
+        service.batch(run_id, plan.lanes[0], setup=plan.setup)
+    assert not generator.asked
+
+
+def test_the_handler_passes_the_setup_and_the_output_carries_it_on() -> None:
+    from deepmem.local.functions import load_function
+
+    settings = Settings(batch_size=10, concurrency=4, lanes=2)
+    generator = FakeGenerator()
+    service, store, run_id = _service(40, settings, generator)
+    generate_batch = load_function("generate_batch")
+    plan = generate_batch.handle(events.plan_input(run_id), service, None)
+    store.reset()
+    # What the Map's ItemSelector builds from the plan's output.
+    event: dict[str, Any] = events.batch_input(run_id, lane_=plan["lanes"][0], setup=plan["setup"])
+    while True:
+        out = generate_batch.handle(event, service, None)
+        assert out["setup"] == plan["setup"]
+        if out["done"]:
+            break
+        event = events.batch_input(run_id, lane_=out["lane"], setup=out["setup"])
+    assert store.calls[0] == "record_batch"
+    assert set(store.calls) == {"record_batch"}
