@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from deepmem.config import FUNCTION_NEEDS, Config, MissingConfigurationError, require
 from deepmem.local.lambda_runtime import LocalLambdaContext
 
 from tests.api_support import api_event, load_function
+from tests.deployed_support import template as load_template
 from tests.fakes import events
-from tests.unit.test_template import FUNCTIONS, _CfnLoader
+from tests.unit.test_template import FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +39,7 @@ def test_either_database_will_do() -> None:
 
 
 def test_the_template_gives_every_function_what_it_needs() -> None:
-    template: dict[str, Any] = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
+    template = load_template()
     shared = template["Globals"]["Function"]["Environment"]["Variables"]
     for logical_id, folder in FUNCTIONS.items():
         own = template["Resources"][logical_id]["Properties"].get("Environment", {})

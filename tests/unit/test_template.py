@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from deepmem.local.workflow import placeholders
+
+from tests.deployed_support import template as load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = {
@@ -29,28 +30,9 @@ HEAVY = {"GenerateBatchFunction", "TrainFunction"}
 API_PREFIX = "/v1/api/deep-memory"
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """Reads CloudFormation's short tags (!Ref, !GetAtt, !Sub...) as `{"Fn": value}`."""
-
-
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _tag)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)
+    return load_template()
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

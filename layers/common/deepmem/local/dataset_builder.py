@@ -205,12 +205,15 @@ def ensure_dataset(
     limit: int | None = None,
     progress: Progress | None = None,
     token: str | None = None,
+    reuse: bool = True,
 ) -> BuiltDataset:
-    """The dataset of `corpus_dir` at `path`: reused when it already holds exactly these
-    chunks embedded by this model, else built anew (`build_dataset`)."""
-    chunks = _corpus_chunks(corpus_dir, chunk_size, overlap, limit)
+    """The dataset of `corpus_dir` at `path`: with `reuse`, the one already there when it holds
+    exactly these chunks embedded by this model; else built anew (overwriting it)."""
+    chunks = list(iter_chunks(corpus_dir, chunk_size=chunk_size, overlap=overlap, limit=limit))
+    if not chunks:
+        raise DatasetError(f"no text to index under '{corpus_dir}' (.md, .txt or .jsonl files)")
     wanted = fingerprint(chunks, embedder, chunk_size, overlap)
-    if recorded_fingerprint(path, token) == wanted:
+    if reuse and recorded_fingerprint(path, token) == wanted:
         if progress is not None:
             progress(len(chunks), len(chunks))
         return BuiltDataset(path, len(chunks), wanted, reused=True)
@@ -227,15 +230,6 @@ def ensure_dataset(
     return BuiltDataset(path, count, wanted, reused=False)
 
 
-def _corpus_chunks(
-    corpus_dir: Path, chunk_size: int, overlap: int, limit: int | None
-) -> list[BuiltChunk]:
-    chunks = list(iter_chunks(corpus_dir, chunk_size=chunk_size, overlap=overlap, limit=limit))
-    if not chunks:
-        raise DatasetError(f"no text to index under '{corpus_dir}' (.md, .txt or .jsonl files)")
-    return chunks
-
-
 def build_dataset(
     corpus_dir: Path,
     path: str,
@@ -249,18 +243,18 @@ def build_dataset(
 ) -> int:
     """Chunk, embed and write the corpus to a new dataset at `path` (an existing dataset
     there is overwritten). Return the number of chunks written."""
-    chunks = _corpus_chunks(corpus_dir, chunk_size, overlap, limit)
-    wanted = fingerprint(chunks, embedder, chunk_size, overlap)
-    return _write_dataset(
-        chunks,
+    built = ensure_dataset(
+        corpus_dir,
         path,
         embedder,
         chunk_size=chunk_size,
         overlap=overlap,
-        digest=wanted,
+        limit=limit,
         progress=progress,
         token=token,
+        reuse=False,
     )
+    return built.chunks
 
 
 def _write_dataset(
