@@ -254,7 +254,7 @@ def samples() -> dict[str, dict[str, Any]]:
     return {
         "authorizer": authorizer_request(),
         "runs_generate": api_request("POST", "/generate", {}),
-        "runs_train": api_request("POST", "/train", {"run_id": run}),
+        "runs_train": api_request("POST", "/train", {"training_run_id": run}),
         "runs_list": api_request("GET", "/runs", query={"limit": "20"}),
         "runs_get": api_request(
             "GET", f"/runs/{run}", route="/runs/{run_id}", path_parameters=run_path
@@ -269,7 +269,7 @@ def samples() -> dict[str, dict[str, Any]]:
         "runs_cancel": api_request(
             "POST", f"/runs/{run}/cancel", route="/runs/{run_id}/cancel", path_parameters=run_path
         ),
-        "proceed": api_request("POST", "/proceed", {"run_id": run}),
+        "proceed": api_request("POST", "/proceed", {"training_run_id": run}),
         "delete": api_request(
             "DELETE", f"/runs/{run}", route="/runs/{run_id}", path_parameters=run_path
         ),
