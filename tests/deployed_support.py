@@ -75,12 +75,20 @@ class DeployedFunction:
         return self.handler.rsplit(".", 1)[0]
 
 
-def _value(value: Any, parameters: dict[str, Any]) -> str:
-    """A template value as a plausible string: parameter defaults, dummies for the rest."""
+def _value(value: Any, parameters: dict[str, Any], given: dict[str, str] | None = None) -> str:
+    """A template value as a string: what `given` says for a `Ref`/`GetAtt` target (a
+    parameter, a resource, `Resource.Attribute`, a pseudo parameter), else a plausible dummy
+    (parameter defaults included)."""
+    given = given or {}
     if isinstance(value, str | int | float):
         return str(value)
     ((kind, arg),) = value.items()
+    if kind == "Fn::GetAtt":
+        arg = arg if isinstance(arg, str) else ".".join(arg)
+        return given.get(arg, f"bench-{arg}")
     if kind == "Ref":
+        if arg in given:
+            return given[arg]
         if arg in parameters:
             return _parameter_dummy(arg, parameters[arg])
         if arg == "AWS::Region":
@@ -94,7 +102,9 @@ def _value(value: Any, parameters: dict[str, Any]) -> str:
         return f"bench-{arg}"
     if kind == "Fn::Sub":
         text = arg if isinstance(arg, str) else arg[0]
-        return re.sub(r"\$\{([^}]+)\}", lambda m: _value({"Ref": m.group(1)}, parameters), text)
+        return re.sub(
+            r"\$\{([^}]+)\}", lambda m: _value({"Ref": m.group(1)}, parameters, given), text
+        )
     return f"bench-{kind}"
 
 
@@ -109,8 +119,16 @@ def _parameter_dummy(name: str, spec: dict[str, Any]) -> str:
     return f"bench-{name}"
 
 
-def deployed_functions(build: Path = BUILD) -> list[DeployedFunction]:
-    """Every function of template.yaml, as `sam build` laid it out in `build`."""
+def resolve(value: Any, given: dict[str, str] | None = None) -> str:
+    """One template value, its references filled from `given` (see `_value`)."""
+    return _value(value, template().get("Parameters", {}), given)
+
+
+def deployed_functions(
+    build: Path = BUILD, given: dict[str, str] | None = None
+) -> list[DeployedFunction]:
+    """Every function of template.yaml, as `sam build` laid it out in `build`, its environment
+    resolved with `given` (parameters, resources, attributes; dummies for the rest)."""
     tpl = template()
     parameters = tpl.get("Parameters", {})
     globals_ = tpl.get("Globals", {}).get("Function", {})
@@ -132,7 +150,7 @@ def deployed_functions(build: Path = BUILD) -> list[DeployedFunction]:
                 folder=build / logical_id,
                 layers=layers,
                 handler=props.get("Handler", globals_.get("Handler", "app.handler")),
-                environment={k: _value(v, parameters) for k, v in variables.items()},
+                environment={k: _value(v, parameters, given) for k, v in variables.items()},
                 memory_mb=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
             )
         )

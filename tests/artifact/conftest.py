@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.api_support import SigningKeys
+from tests.db import TestServer, test_server
 from tests.deployed_support import BUILD, ROOT, runtime_sdk
 
 
@@ -22,3 +24,16 @@ def _built() -> None:
 def sdk(_built: None) -> Iterator[Path]:
     """boto3 of the Lambda runtime's version (installed once under .aws-sam/runtime-sdk)."""
     yield runtime_sdk()
+
+
+@pytest.fixture(scope="session")
+def pg_server(_built: None) -> Iterator[TestServer]:
+    """The embedded PostgreSQL behind the loopback Supabase endpoint."""
+    with test_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def keys() -> SigningKeys:
+    """The keys the loopback JWKS publishes (the authorizer verifies tokens against them)."""
+    return SigningKeys.generate()

@@ -1,0 +1,159 @@
+"""Every built function, as deployed: its folder and layers only, the runtime's boto3, the
+environment template.yaml resolves for it pointing at loopback (moto server, Supabase's REST
+endpoint over the embedded PostgreSQL, the OpenAI-compatible server, a JWKS), one warm instance
+each. Step Functions records executions here without running them: the state machine's calls
+are made by the tests (`test_workflow.py` runs the ASL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from deepmem.domain.status import Phase
+
+from tests.api_support import ADMIN_ID, SigningKeys, claims
+from tests.artifact.calls import (
+    api,
+    clear_unfinished_runs,
+    domain_errors,
+    request,
+    run,
+    samples,
+    start_generation,
+    target_of,
+    walk_generation,
+)
+from tests.artifact.stack import ISSUER, LoopbackStack, loopback_stack
+from tests.db import TestServer
+from tests.fakes.events import authorizer_request, execution_status_change, failure_caught
+from tests.fakes.events import samples as sample_events
+
+API = ("RunsFunction", "ProceedFunction", "DeleteFunction", "SettingsFunction")
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, sdk: Path, pg_server: TestServer, keys: SigningKeys
+) -> Iterator[LoopbackStack]:
+    with loopback_stack(
+        tmp_path_factory.mktemp("stack"), sdk, pg_server, keys, execute=False
+    ) as built:
+        yield built
+
+
+def test_every_function_starts_as_deployed(stack: LoopbackStack) -> None:
+    failed = {name: f.logs()[-5:] for name, f in stack.functions.items() if not f.init_ok}
+
+    assert failed == {}
+
+
+@pytest.mark.parametrize("sample", sorted(sample_events()))
+def test_every_sample_event_is_answered(stack: LoopbackStack, sample: str) -> None:
+    function = target_of(sample)
+    invocation = stack.invoke(function, samples(stack.dataset)[sample])
+
+    if function in API:
+        response = invocation.value()
+        assert response["statusCode"] < 500, response
+    elif function == "AuthorizerFunction":
+        # The sample's token is a placeholder: refused, not an error.
+        assert invocation.value()["isAuthorized"] is False
+    else:
+        # The samples name a run this database does not hold: a domain error (what the
+        # state machine's Retry and Catch see), or nothing to do; never a crash.
+        assert invocation.error_type in {None, *domain_errors()}, invocation.error
+
+
+def _authorize(stack: LoopbackStack, token: str | None) -> dict[str, Any]:
+    event = authorizer_request(token=token or "")
+    if token is None:
+        event["headers"].pop("authorization")
+        event["identitySource"] = []
+    result: dict[str, Any] = stack.invoke("AuthorizerFunction", event).value()
+    return result
+
+
+def test_the_authorizer_admits_an_admin_and_refuses_the_rest(
+    stack: LoopbackStack, keys: SigningKeys
+) -> None:
+    def token(key: Any = keys.ec_key, **changes: Any) -> str:
+        body = claims(ISSUER, **changes)
+        return jwt.encode(body, key, algorithm="ES256", headers={"kid": "ec-1"})
+
+    admitted = _authorize(stack, token())
+    refused = {
+        "not an admin": _authorize(stack, token(role=None)),
+        "expired": _authorize(stack, token(expires_in=-60)),
+        "forged": _authorize(stack, token(key=keys.other_ec_key)),
+        "another audience": _authorize(stack, token(audience="anon")),
+        "no token": _authorize(stack, None),
+    }
+
+    assert admitted == {"isAuthorized": True, "context": {"user_id": str(ADMIN_ID)}}
+    assert {why: answer["isAuthorized"] for why, answer in refused.items()} == dict.fromkeys(
+        refused, False
+    )
+
+
+def test_a_run_is_generated_and_trained_by_the_built_functions(stack: LoopbackStack) -> None:
+    clear_unfinished_runs(stack)
+    run_id = start_generation(stack)
+
+    finished = walk_generation(stack, run_id)
+    generated = run(stack, run_id)
+    pairs = api(
+        stack,
+        "RunsFunction",
+        request("GET", f"/runs/{run_id}/pairs", route="/runs/{run_id}/pairs", run_id=run_id),
+    )
+    train = api(stack, "RunsFunction", request("POST", "/train", {"training_run_id": run_id}))
+    task = {"run_id": run_id, "attempt": 1}
+    submitted = stack.invoke("TrainFunction", {"action": "submit", **task}).value()
+    checks = [submitted]
+    while checks[-1]["state"] != "completed" and len(checks) < 20:
+        check = {"action": "check", **task, "job_id": submitted["job_id"], "poll": len(checks)}
+        checks.append(stack.invoke("TrainFunction", check).value())
+    completed = run(stack, run_id)
+    artifacts = stack.aws("s3").list_objects_v2(Bucket=stack.given["ArtifactsBucket"])
+
+    assert finished["status"] == "generated"
+    assert generated["processed_chunks"] == generated["total_chunks"] == 24
+    assert generated["pair_count"] > 0 and pairs.status == 200 and pairs.body["pairs"]
+    assert train.status == 202, train
+    assert checks[-1]["state"] == "completed", checks
+    assert completed["status"] == "completed"
+    assert [o["Key"] for o in artifacts.get("Contents", [])], "no adapter stored in S3"
+
+
+def test_record_failure_handles_a_catch_and_an_eventbridge_event(stack: LoopbackStack) -> None:
+    clear_unfinished_runs(stack)
+    run_id = start_generation(stack)
+    arn = stack.state_machine_arn
+
+    caught = stack.invoke("RecordFailureFunction", failure_caught(run_id)).value()
+    after_catch = run(stack, run_id)
+    proceeded = api(
+        stack, "ProceedFunction", request("POST", "/proceed", {"training_run_id": run_id})
+    )
+    ended = execution_status_change(run_id, Phase.GENERATING, 2, "TIMED_OUT", state_machine_arn=arn)
+    event = stack.invoke("RecordFailureFunction", ended).value()
+    after_event = run(stack, run_id)
+    foreign = stack.invoke(
+        "RecordFailureFunction", execution_status_change(run_id, Phase.GENERATING, 2, "FAILED")
+    ).value()
+    deleted = api(
+        stack,
+        "DeleteFunction",
+        request("DELETE", f"/runs/{run_id}", route="/runs/{run_id}", run_id=run_id),
+    )
+
+    assert caught["recorded"] is True and after_catch["status"] == "generating_failed"
+    assert "GenerationError" in (after_catch["error_message"] or "")
+    assert proceeded.status == 202, proceeded
+    assert event["recorded"] is True and after_event["status"] == "generating_failed"
+    assert after_event["attempt"] == 2
+    assert foreign["skipped"] == "other_state_machine"
+    assert deleted.status == 200, deleted
