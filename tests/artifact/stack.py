@@ -251,10 +251,11 @@ def loopback_stack(
         def aws(service: str) -> Any:
             return loopback.aws(service)
 
+        # Before any resource: the executing backend is another one than the recording one.
+        stack.enter_context(interpreter_patches(loopback, execute))
         postgrest, llm, dataset, given = _resources(stack, stack_dir, aws, server, keys)
         loopback.postgrest, loopback.llm, loopback.dataset = postgrest, llm, dataset
         loopback.given = given
-        stack.enter_context(interpreter_patches(loopback, execute))
         for function in deployed_functions(given=given):
             if only is not None and function.logical_id not in only:
                 continue
