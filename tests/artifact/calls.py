@@ -104,7 +104,7 @@ def clear_unfinished_runs(stack: LoopbackStack) -> None:
                 "POST", f"{path}/cancel", route="/runs/{run_id}/cancel", run_id=found["id"]
             )
             cancelled = api(stack, "RunsFunction", cancel)
-            assert cancelled.status == 200, cancelled
+            assert cancelled.status == 202, cancelled
         if found["status"] != "completed":
             delete = request("DELETE", path, route="/runs/{run_id}", run_id=found["id"])
             deleted = api(stack, "DeleteFunction", delete)

@@ -23,6 +23,16 @@ from tests.deployed_support import DeployedFunction, lambda_environment, python3
 #: Init error Lambda reports on every invocation (`Runtime.ImportModuleError`, the module named).
 _RUNNER = """
 import importlib, json, os, time, traceback, uuid
+import botocore.client
+calls = []
+_make_api_call = botocore.client.BaseClient._make_api_call
+def _recorded(client, operation, params):
+    # What IAM would be asked: the service's IAM prefix, the operation, the resource's names.
+    model = client.meta.service_model
+    named = {{k: v for k, v in params.items() if isinstance(v, str) and k in {resources!r}}}
+    calls.append({{"service": model.signing_name, "operation": operation, "params": named}})
+    return _make_api_call(client, operation, params)
+botocore.client.BaseClient._make_api_call = _recorded
 results = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)  # the function's stdout (its logs) joins stderr: results alone use the pipe
 init_error = None
@@ -56,6 +66,7 @@ for line in iter(sys.stdin.readline, ""):
     os.environ["_X_AMZN_TRACE_ID"] = (
         "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
     )
+    calls.clear()
     if init_error is not None:
         reply = init_error
     else:
@@ -68,12 +79,24 @@ for line in iter(sys.stdin.readline, ""):
                 "stackTrace": traceback.format_exception(exc)[-8:],
             }}
     sys.stdout.flush()
+    reply["calls"] = calls
     try:
         results.write(json.dumps(reply) + "\\n")
     except (TypeError, ValueError) as exc:
         marshal = {{"errorType": "Runtime.MarshalError", "errorMessage": str(exc)}}
         results.write(json.dumps(marshal) + "\\n")
 """
+
+
+#: The request parameters that name the resource an AWS call acts on (what IAM checks).
+RESOURCE_PARAMETERS = ("SecretId", "Name", "stateMachineArn", "executionArn", "Bucket", "Key")
+
+
+@dataclass(frozen=True)
+class AwsCall:
+    service: str  # IAM's prefix: states, secretsmanager, s3, ssm
+    operation: str
+    params: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,7 @@ class Invocation:
     result: Any = None
     error: dict[str, Any] | None = None
     logs: tuple[str, ...] = ()
+    calls: tuple[AwsCall, ...] = ()
 
     @property
     def error_type(self) -> str | None:
@@ -119,6 +143,7 @@ class BuiltFunction:
         self._logs_lock = threading.Lock()
         module, name = function.handler.rsplit(".", 1)
         code = _RUNNER.format(
+            resources=RESOURCE_PARAMETERS,
             module=module,
             name=name,
             function=self.name,
@@ -177,9 +202,10 @@ class BuiltFunction:
             self._process.stdin.flush()
             reply = self._read_reply(timeout)
             logs = tuple(self.logs()[before:])
+        calls = tuple(AwsCall(**call) for call in reply.pop("calls", []))
         if "result" in reply:
-            return Invocation(self.name, result=reply["result"], logs=logs)
-        return Invocation(self.name, error=reply, logs=logs)
+            return Invocation(self.name, result=reply["result"], logs=logs, calls=calls)
+        return Invocation(self.name, error=reply, logs=logs, calls=calls)
 
     def close(self) -> None:
         if self._process.poll() is None:

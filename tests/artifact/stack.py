@@ -41,6 +41,7 @@ from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_funct
 )
 
 from tests.api_support import SigningKeys, jwks_server
+from tests.artifact.iam import action_and_resource, refused
 from tests.artifact.runner import BuiltFunction, Invocation
 from tests.db import TestServer
 from tests.deployed_support import (
@@ -88,9 +89,11 @@ class LoopbackStack:
     dataset: str
     given: dict[str, str]
     functions: dict[str, BuiltFunction] = field(default_factory=dict)
+    #: The IAM actions each function's calls needed so far.
+    calls: dict[str, set[str]] = field(default_factory=dict)
 
     def aws(self, service: str) -> Any:
-        return boto3.client(
+        return boto3.client(  # type: ignore[call-overload]  # any service, by name
             service,
             region_name=REGION,
             endpoint_url=self.aws_url,
@@ -103,7 +106,16 @@ class LoopbackStack:
         return self.given["TrainingStateMachine"]
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Invocation:
-        return self.functions[logical_id].invoke(event)
+        """One invocation; an AWS call the function's role (template.yaml) would not allow
+        fails it, as AWS's AccessDenied would, naming the call."""
+        invocation = self.functions[logical_id].invoke(event)
+        self.calls.setdefault(logical_id, set()).update(
+            action_and_resource(call)[0] for call in invocation.calls
+        )
+        denied = refused(logical_id, invocation.calls, self.given)
+        if denied:
+            raise AssertionError(f"{logical_id}: template.yaml does not allow {denied}")
+        return invocation
 
     def call_task(self, function_name: str, event: dict[str, Any]) -> Any:
         """What moto's Lambda answers a state machine task: the built function's result, or

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import jwt
 import pytest
@@ -26,6 +27,8 @@ from tests.artifact.calls import (
     target_of,
     walk_generation,
 )
+from tests.artifact.iam import refused
+from tests.artifact.runner import AwsCall
 from tests.artifact.stack import ISSUER, LoopbackStack, loopback_stack
 from tests.db import TestServer
 from tests.fakes.events import authorizer_request, execution_status_change, failure_caught
@@ -131,18 +134,21 @@ def test_a_run_is_generated_and_trained_by_the_built_functions(stack: LoopbackSt
 def test_record_failure_handles_a_catch_and_an_eventbridge_event(stack: LoopbackStack) -> None:
     clear_unfinished_runs(stack)
     run_id = start_generation(stack)
+    run_uuid = UUID(run_id)
     arn = stack.state_machine_arn
 
-    caught = stack.invoke("RecordFailureFunction", failure_caught(run_id)).value()
+    caught = stack.invoke("RecordFailureFunction", failure_caught(run_uuid)).value()
     after_catch = run(stack, run_id)
     proceeded = api(
         stack, "ProceedFunction", request("POST", "/proceed", {"training_run_id": run_id})
     )
-    ended = execution_status_change(run_id, Phase.GENERATING, 2, "TIMED_OUT", state_machine_arn=arn)
+    ended = execution_status_change(
+        run_uuid, Phase.GENERATING, 2, "TIMED_OUT", state_machine_arn=arn
+    )
     event = stack.invoke("RecordFailureFunction", ended).value()
     after_event = run(stack, run_id)
     foreign = stack.invoke(
-        "RecordFailureFunction", execution_status_change(run_id, Phase.GENERATING, 2, "FAILED")
+        "RecordFailureFunction", execution_status_change(run_uuid, Phase.GENERATING, 2, "FAILED")
     ).value()
     deleted = api(
         stack,
@@ -157,3 +163,27 @@ def test_record_failure_handles_a_catch_and_an_eventbridge_event(stack: Loopback
     assert after_event["attempt"] == 2
     assert foreign["skipped"] == "other_state_machine"
     assert deleted.status == 200, deleted
+
+
+def test_the_functions_made_the_aws_calls_their_code_path_needs(stack: LoopbackStack) -> None:
+    # Every invocation above checked its calls against the template's policies (`invoke`);
+    # this says the recording saw them (run after the tests above, in this module's order).
+    secret = "secretsmanager:GetSecretValue"
+
+    assert {secret, "states:StartExecution", "states:StopExecution"} <= stack.calls["RunsFunction"]
+    assert {secret, "states:StartExecution"} <= stack.calls["ProceedFunction"]
+    assert {secret, "s3:PutObject"} <= stack.calls["TrainFunction"]
+    assert secret in stack.calls["GenerateBatchFunction"]
+
+
+def test_a_call_the_template_does_not_allow_is_refused(stack: LoopbackStack) -> None:
+    start = AwsCall("states", "StartExecution", {"stateMachineArn": stack.state_machine_arn})
+    other_secret = AwsCall("secretsmanager", "GetSecretValue", {"SecretId": "arn:aws:x"})
+
+    assert refused("RunsFunction", (start,), stack.given) == []
+    assert refused("DeleteFunction", (start,), stack.given) == [
+        f"states:StartExecution on {stack.state_machine_arn}"
+    ]
+    assert refused("TrainFunction", (other_secret,), stack.given) == [
+        "secretsmanager:GetSecretValue on arn:aws:x"
+    ]
