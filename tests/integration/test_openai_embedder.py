@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 
 import openai
 import pytest
 from deepmem.adapters.embedders.openai import OpenAIEmbedder
-from deepmem.domain.errors import EmbeddingError
+from deepmem.config import Config
+from deepmem.domain.errors import EmbeddingError, TransientEmbeddingError
+from deepmem.wiring import embedder_for_model
 
 from tests.fakes.llm_server import FakeLLMServer, vector_for
 
@@ -64,18 +67,55 @@ def test_empty_input_makes_no_call(server: FakeLLMServer) -> None:
     assert server.stats()["total"] == 0
 
 
-@pytest.mark.parametrize("status", [401, 500])
-def test_service_errors_are_wrapped(server: FakeLLMServer, status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "transient"), [(401, False), (400, False), (404, False), (429, True), (500, True)]
+)
+def test_service_errors_are_wrapped_transient_or_permanent(
+    server: FakeLLMServer, status: int, transient: bool
+) -> None:
     server.configure(fail_first=1, fail_status=status)
     with pytest.raises(EmbeddingError, match=f"HTTP {status}") as caught:
         OpenAIEmbedder(client_for(server), "fake-embed").embed(["a"])
     assert isinstance(caught.value.__cause__, openai.APIStatusError)
+    assert isinstance(caught.value, TransientEmbeddingError) is transient
 
 
-def test_connection_errors_are_wrapped() -> None:
+def test_connection_errors_are_transient() -> None:
     closed = FakeLLMServer()
     client = client_for(closed)
     closed.stop()
-    with pytest.raises(EmbeddingError, match="APIConnectionError") as caught:
+    with pytest.raises(TransientEmbeddingError, match="APIConnectionError") as caught:
         OpenAIEmbedder(client, "fake-embed").embed(["a"])
     assert isinstance(caught.value.__cause__, openai.APIConnectionError)
+
+
+def configured_embedder(server: FakeLLMServer, **variables: str) -> OpenAIEmbedder:
+    """The embedder as the composition root makes it from the environment's variables."""
+    config = Config.model_validate(
+        {"OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": server.base_url, **variables}
+    )
+    embedder = embedder_for_model(config, "fake-embed")
+    assert isinstance(embedder, OpenAIEmbedder)
+    return embedder
+
+
+def test_the_configured_timeout_bounds_a_call_and_is_transient(server: FakeLLMServer) -> None:
+    server.configure(hang_first=1, hang_seconds=5)
+    embedder = configured_embedder(server, DEEPMEM_LLM_TIMEOUT="0.3", DEEPMEM_LLM_MAX_RETRIES="0")
+    started = time.monotonic()
+    with pytest.raises(TransientEmbeddingError, match="APITimeoutError"):
+        embedder.embed(["a"])
+    assert time.monotonic() - started < 4  # the SDK's own default is 600 s
+    assert server.stats()["embeddings"] == 1
+
+
+def test_the_configured_retries_are_spent_before_the_error(server: FakeLLMServer) -> None:
+    # Retry-After tells the client how long to wait: a short one keeps the test quick.
+    server.configure(fail_first=3, fail_status=429, retry_after="0.01")
+    retried = configured_embedder(server, DEEPMEM_LLM_MAX_RETRIES="3").embed(["a"])
+    server.configure(fail_first=3, fail_status=429, retry_after="0.01")
+    with pytest.raises(TransientEmbeddingError, match="HTTP 429"):
+        configured_embedder(server, DEEPMEM_LLM_MAX_RETRIES="2").embed(["a"])
+
+    assert len(retried) == 1
+    assert server.stats()["by_status"]["429"] == 6

@@ -19,7 +19,7 @@ LAMBDA_SERVICE_ERRORS = {
 }
 TRANSIENT = {
     "generating": {"TransientGenerationError", "StoreError"},
-    "training": {"TransientTrainingError", "StoreError"},
+    "training": {"TransientTrainingError", "TransientEmbeddingError", "StoreError"},
 }
 RECORD_STATE = {"generating": "RecordGenerationFailure", "training": "RecordTrainingFailure"}
 PHASE_START = {"generating": "Plan", "training": "SubmitTraining"}

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deepmem.config import Config
+from deepmem.config import Config, revealed
 from pydantic import ValidationError
 
 
@@ -90,3 +90,19 @@ def test_invalid_values_are_refused_by_alias(
         Config()
 
     assert [(e["loc"], e["type"]) for e in caught.value.errors()] == [((alias,), error)]
+
+
+def test_keys_are_kept_out_of_repr_and_logs(environment: pytest.MonkeyPatch) -> None:
+    keys = {
+        "OPENAI_API_KEY": "sk-openai-secret-1",
+        "SUPABASE_SERVICE_KEY": "service-secret-2",
+        "ACTIVELOOP_TOKEN": "activeloop-secret-3",
+        "SUPABASE_JWT_SECRET": "jwt-secret-4",
+    }
+    config = Config.model_validate(keys)
+    shown = [repr(config), str(config), config.model_dump_json(), f"{config!r}"]
+
+    assert [key for key in keys.values() if any(key in text for text in shown)] == []
+    assert revealed(config.openai_api_key) == "sk-openai-secret-1"
+    assert revealed(config.supabase_service_key) == "service-secret-2"
+    assert revealed(None) is None

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from deepmem.domain.errors import ConfigurationError
 
@@ -34,16 +34,17 @@ class Config(BaseModel):
     )
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     supabase_url: str | None = Field(default=None, alias="SUPABASE_URL")
-    supabase_service_key: str | None = Field(default=None, alias="SUPABASE_SERVICE_KEY")
+    # Keys are SecretStr: repr() and logs show "**********"; `revealed()` gives the value.
+    supabase_service_key: SecretStr | None = Field(default=None, alias="SUPABASE_SERVICE_KEY")
     supabase_service_key_secret: str | None = Field(
         default=None, alias="SUPABASE_SERVICE_KEY_SECRET", description="Secrets Manager name/ARN"
     )
-    openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_api_key_secret: str | None = Field(default=None, alias="OPENAI_API_KEY_SECRET")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="DEEPMEM_LLM_TIMEOUT")
     llm_max_retries: int = Field(default=6, ge=0, le=20, alias="DEEPMEM_LLM_MAX_RETRIES")
-    activeloop_token: str | None = Field(default=None, alias="ACTIVELOOP_TOKEN")
+    activeloop_token: SecretStr | None = Field(default=None, alias="ACTIVELOOP_TOKEN")
     activeloop_token_secret: str | None = Field(default=None, alias="ACTIVELOOP_TOKEN_SECRET")
     activeloop_api_url: str = Field(
         default="https://app.activeloop.ai", alias="DEEPMEM_ACTIVELOOP_API_URL"
@@ -59,7 +60,7 @@ class Config(BaseModel):
         default=None, alias="SUPABASE_JWT_ISSUER", description="empty means <SUPABASE_URL>/auth/v1"
     )
     supabase_jwt_audience: str = Field(default="authenticated", alias="SUPABASE_JWT_AUDIENCE")
-    supabase_jwt_secret: str | None = Field(
+    supabase_jwt_secret: SecretStr | None = Field(
         default=None, alias="SUPABASE_JWT_SECRET", description="legacy HS256 secret (opt-in)"
     )
     supabase_jwt_secret_name: str | None = Field(
@@ -119,6 +120,11 @@ class Config(BaseModel):
     @property
     def artifacts_location(self) -> str:
         return self.artifacts or str(self.home / "artifacts")
+
+
+def revealed(secret: SecretStr | None) -> str | None:
+    """A key's value, for the one client that sends it."""
+    return secret.get_secret_value() if secret is not None else None
 
 
 #: One of these makes a run store: PostgreSQL directly, or Supabase (with its service key).

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from deepmem.config import Config, load_config
+from deepmem.config import Config, load_config, revealed
 from deepmem.domain.datasets import is_cloud_dataset
 from deepmem.domain.errors import ConfigurationError
 
@@ -62,7 +62,9 @@ def build_run_store(config: Config) -> RunStore:
         from deepmem.adapters.secrets import value_or_secret
         from deepmem.adapters.store.supabase import SupabaseStore, connect_supabase
 
-        key = value_or_secret(config.supabase_service_key, config.supabase_service_key_secret)
+        key = value_or_secret(
+            revealed(config.supabase_service_key), config.supabase_service_key_secret
+        )
         if not key:
             raise ConfigurationError(
                 "SUPABASE_URL is set but neither SUPABASE_SERVICE_KEY nor "
@@ -98,7 +100,7 @@ def activeloop_token(config: Config, dataset: str) -> str | None:
         return None
     from deepmem.adapters.secrets import value_or_secret
 
-    return value_or_secret(config.activeloop_token, config.activeloop_token_secret)
+    return value_or_secret(revealed(config.activeloop_token), config.activeloop_token_secret)
 
 
 def chunk_source_for(config: Config) -> Callable[[str], ChunkSource]:
@@ -121,7 +123,7 @@ def generator_for(config: Config) -> Callable[[Settings], QuestionGenerator]:
     def generator(settings: Settings) -> QuestionGenerator:
         from deepmem.adapters.secrets import value_or_secret
 
-        key = value_or_secret(config.openai_api_key, config.openai_api_key_secret)
+        key = value_or_secret(revealed(config.openai_api_key), config.openai_api_key_secret)
         if not key and not config.openai_base_url:
             from deepmem.adapters.generators.offline import OfflineQuestionGenerator
 
@@ -235,8 +237,13 @@ def embedder_for_model(config: Config, model_name: str) -> Embedder:
     from deepmem.adapters.embedders.openai import OpenAIEmbedder
     from deepmem.adapters.secrets import value_or_secret
 
-    key = value_or_secret(config.openai_api_key, config.openai_api_key_secret)
-    client = openai.OpenAI(api_key=key or "unused", base_url=config.openai_base_url)
+    key = value_or_secret(revealed(config.openai_api_key), config.openai_api_key_secret)
+    client = openai.OpenAI(
+        api_key=key or "unused",
+        base_url=config.openai_base_url,
+        timeout=config.llm_timeout_seconds,
+        max_retries=config.llm_max_retries,
+    )
     return OpenAIEmbedder(client, model_name)
 
 

@@ -25,6 +25,7 @@ from uuid import UUID
 import jwt
 from jwt import PyJWKClient
 
+from deepmem.config import revealed
 from deepmem.domain.errors import DeepmemError
 
 ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
@@ -84,7 +85,7 @@ def settings_from_config(
     config: Any, load_secret: Callable[[str], str] | None = None
 ) -> AuthSettings:
     """From `deepmem.config.Config`; the HS256 secret by value or from Secrets Manager."""
-    secret = config.supabase_jwt_secret
+    secret = revealed(config.supabase_jwt_secret)
     if not secret and config.supabase_jwt_secret_name:
         if load_secret is None:
             from aws_lambda_powertools.utilities import parameters

@@ -100,6 +100,11 @@ class EmbeddingError(DeepmemError):
     """Embedding failed."""
 
 
+class TransientEmbeddingError(EmbeddingError):
+    """The embeddings endpoint is rate limited, failing (5xx) or slow for now: another try may
+    succeed (the state machine retries this one during training)."""
+
+
 class TrainingError(DeepmemError):
     """The training job failed; the message is the trainer's own."""
 

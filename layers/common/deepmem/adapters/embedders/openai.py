@@ -7,7 +7,11 @@ from collections.abc import Sequence
 
 import openai
 
-from deepmem.domain.errors import EmbeddingError
+from deepmem.domain.errors import EmbeddingError, TransientEmbeddingError
+
+#: Client errors another try may fix, as the question generator counts them (timeout,
+#: conflict, too early, rate limited); every 5xx too.
+_TRANSIENT_4XX = frozenset({408, 409, 425, 429})
 
 # Native sizes of OpenAI's models, so `dimension` needs no call for them.
 KNOWN_DIMENSIONS = {
@@ -26,6 +30,11 @@ def l2_normalize(vector: Sequence[float]) -> list[float]:
 
 class OpenAIEmbedder:
     """L2-normalised vectors, `batch_size` texts per request.
+
+    The client's own timeout and retries (the composition root sets DEEPMEM_LLM_TIMEOUT and
+    DEEPMEM_LLM_MAX_RETRIES) come first; what still fails is a TransientEmbeddingError when
+    another try may succeed (429, 408, 5xx, timeouts, connection errors: the state machine
+    retries it), an EmbeddingError when it will not (401, 404, a bad request...).
 
     `dimension` given: it is sent as ``dimensions`` (text-embedding-3 models shorten their
     vectors to it) and every vector is checked against it. Not given: the model's native size,
@@ -82,9 +91,16 @@ class OpenAIEmbedder:
                     model=self._model, input=inputs, encoding_format="float"
                 )
         except openai.APIStatusError as exc:
-            raise EmbeddingError(
+            status = exc.status_code
+            transient = status in _TRANSIENT_4XX or status >= 500
+            raise (TransientEmbeddingError if transient else EmbeddingError)(
                 f"embedding model {self._model} refused {len(batch)} texts "
-                f"with HTTP {exc.status_code}: {exc.message}"
+                f"with HTTP {status}: {exc.message}"
+            ) from exc
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise TransientEmbeddingError(
+                f"embedding model {self._model} unreachable for {len(batch)} texts: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         except openai.OpenAIError as exc:
             raise EmbeddingError(
