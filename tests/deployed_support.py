@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -117,6 +117,22 @@ def _parameter_dummy(name: str, spec: dict[str, Any]) -> str:
     if pattern.startswith("^https://"):
         return "https://bench.supabase.co"
     return f"bench-{name}"
+
+
+def function_folders() -> dict[str, str]:
+    """`functions/<folder>/` → the template's logical id of that function."""
+    return {
+        PurePosixPath(resource["Properties"]["CodeUri"]).name: logical_id
+        for logical_id, resource in template()["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def target_of(sample: str) -> str:
+    """The function a sample event of `events/` is for: its name starts with the folder's."""
+    folders = function_folders()
+    (folder,) = [f for f in folders if sample == f or sample.startswith(f"{f}_")]
+    return folders[folder]
 
 
 def resolve(value: Any, given: dict[str, str] | None = None) -> str:

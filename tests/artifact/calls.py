@@ -5,32 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 from uuid import UUID
 
 from deepmem.domain.errors import DeepmemError
 
 from tests.artifact.stack import LoopbackStack
-from tests.deployed_support import template
 from tests.fakes.events import SAMPLE_DATASET, api_request
 from tests.fakes.events import samples as all_samples
-
-
-def function_folders() -> dict[str, str]:
-    """`functions/<folder>/` → the template's logical id of that function."""
-    return {
-        PurePosixPath(resource["Properties"]["CodeUri"]).name: logical_id
-        for logical_id, resource in template()["Resources"].items()
-        if resource["Type"] == "AWS::Serverless::Function"
-    }
-
-
-def target_of(sample: str) -> str:
-    """The function a sample event of `events/` is for: its name starts with the folder's."""
-    folders = function_folders()
-    (folder,) = [f for f in folders if sample == f or sample.startswith(f"{f}_")]
-    return folders[folder]
 
 
 def samples(dataset: str) -> dict[str, dict[str, Any]]:

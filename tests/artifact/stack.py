@@ -58,6 +58,9 @@ from tests.fakes.postgrest import FakePostgrest, make_token
 from tests.integration.generation_support import write_corpus
 
 STACK_NAME = "deepmem-artifact"
+#: The keys the stack keeps in Secrets Manager: no log line may show them.
+OPENAI_KEY = "sk-artifact-test-key"
+SERVICE_KEY = make_token("service_role")
 ISSUER = "https://project.supabase.co/auth/v1"
 #: The dataset's embedding model (one OpenAI does not have: its size is learnt from a call).
 EMBEDDING_MODEL = "loopback-embedding-32"
@@ -91,6 +94,8 @@ class LoopbackStack:
     functions: dict[str, BuiltFunction] = field(default_factory=dict)
     #: The IAM actions each function's calls needed so far.
     calls: dict[str, set[str]] = field(default_factory=dict)
+    #: (function, error name) of every state machine task that raised.
+    task_errors: list[tuple[str, str]] = field(default_factory=list)
 
     def aws(self, service: str) -> Any:
         return boto3.client(  # type: ignore[call-overload]  # any service, by name
@@ -123,6 +128,7 @@ class LoopbackStack:
         invocation = self.invoke(function_name, event)
         if invocation.error is not None:
             name = str(invocation.error.get("errorType", "Unhandled"))
+            self.task_errors.append((function_name, name))
             raise type(name, (TaskError,), {})(invocation.error.get("errorMessage", ""))
         return invocation.result
 
@@ -209,7 +215,7 @@ def _resources(
     database = server.fresh_database()
     stack.callback(server.drop_database, database[0])
     postgrest = stack.enter_context(FakePostgrest(database[1]))
-    llm = stack.enter_context(FakeLLMServer(dim=EMBEDDING_DIM))
+    llm = stack.enter_context(FakeLLMServer(dim=EMBEDDING_DIM, api_key=OPENAI_KEY))
     jwks_url, _hits = stack.enter_context(jwks_server(keys))
     dataset = write_dataset(stack_dir, documents=24)
     secrets = aws("secretsmanager")
@@ -219,10 +225,8 @@ def _resources(
     given = {
         "AWS::StackName": STACK_NAME,
         "SupabaseUrl": postgrest.url,
-        "SupabaseServiceKeySecretArn": _secret(
-            secrets, "supabase-service-key", make_token("service_role")
-        ),
-        "OpenAIApiKeySecretArn": _secret(secrets, "openai-api-key", "sk-artifact-test"),
+        "SupabaseServiceKeySecretArn": _secret(secrets, "supabase-service-key", SERVICE_KEY),
+        "OpenAIApiKeySecretArn": _secret(secrets, "openai-api-key", OPENAI_KEY),
         "DatasetPath": dataset,
         "OpenAIBaseUrl": llm.base_url,
         "SupabaseJwksUrl": jwks_url,

@@ -24,13 +24,13 @@ from tests.artifact.calls import (
     run,
     samples,
     start_generation,
-    target_of,
     walk_generation,
 )
 from tests.artifact.iam import refused
 from tests.artifact.runner import AwsCall
 from tests.artifact.stack import ISSUER, LoopbackStack, loopback_stack
 from tests.db import TestServer
+from tests.deployed_support import target_of
 from tests.fakes.events import authorizer_request, execution_status_change, failure_caught
 from tests.fakes.events import samples as sample_events
 

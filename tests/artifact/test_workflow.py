@@ -13,7 +13,13 @@ import pytest
 
 from tests.api_support import SigningKeys
 from tests.artifact.calls import api, clear_unfinished_runs, request, run, start_generation
-from tests.artifact.stack import LoopbackStack, loopback_stack
+from tests.artifact.stack import (
+    OPENAI_KEY,
+    SERVICE_KEY,
+    LoopbackStack,
+    loopback_stack,
+    parsed,
+)
 from tests.db import TestServer
 
 #: What the state machine and the API calls reach; the others have their own tests.
@@ -40,10 +46,11 @@ def stack(
 
 @pytest.fixture(autouse=True)
 def _fresh(stack: LoopbackStack) -> Iterator[None]:
-    stack.llm.configure(fail_first=0)
+    stack.llm.configure(fail_first=0, retry_after=None)
+    stack.task_errors.clear()
     clear_unfinished_runs(stack)
     yield
-    stack.llm.configure(fail_first=0)
+    stack.llm.configure(fail_first=0, retry_after=None)
 
 
 def wait_for(stack: LoopbackStack, run_id: str, timeout: float = 240.0) -> dict[str, Any]:
@@ -113,3 +120,30 @@ def test_a_failed_generation_is_recorded_and_proceeds_to_completed(stack: Loopba
     assert proceed.status == 202, proceed
     assert generated["status"] == "generated" and generated["attempt"] == 2, generated
     assert completed["status"] == "completed", completed
+
+
+def test_a_rate_limited_embeddings_endpoint_is_retried_by_the_state_machine(
+    stack: LoopbackStack,
+) -> None:
+    run_id = start_generation(stack)
+    assert wait_for(stack, run_id)["status"] == "generated"
+    # More 429s than the client's own retries (DEEPMEM_LLM_MAX_RETRIES, 6 by default: 7 calls)
+    # spend: the first submit fails transiently, the state machine's retry gets through.
+    stack.llm.reset()
+    stack.llm.configure(fail_first=9, fail_status=429, retry_after="0.01")
+    train(stack, run_id)
+    completed = wait_for(stack, run_id)
+
+    assert completed["status"] == "completed", completed
+    assert ("TrainFunction", "TransientEmbeddingError") in stack.task_errors
+    assert stack.llm.stats()["by_status"]["429"] == 9
+    assert execution(stack, run_id, "training", 1)["status"] == "SUCCEEDED"
+
+
+def test_no_key_shows_in_any_log_line_of_the_runs(stack: LoopbackStack) -> None:
+    # Every line the built functions logged in this module's runs (after the tests above).
+    lines = [line for built in stack.functions.values() for line in built.logs()]
+    records = parsed(lines)
+
+    assert len(records) > 50, "the functions logged too little to tell"
+    assert [line for line in lines if OPENAI_KEY in line or SERVICE_KEY in line] == []
