@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import os
+import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -137,6 +138,13 @@ def free_moto_server() -> ThreadedMotoServer:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     return server
+
+
+def reset_moto(aws_url: str) -> None:
+    """moto's backends are the process's: what an earlier stack created is forgotten."""
+    urllib.request.urlopen(
+        urllib.request.Request(f"{aws_url}/moto-api/reset", method="POST"), timeout=30
+    ).close()
 
 
 def _secret(secrets: Any, name: str, value: str) -> str:
@@ -260,6 +268,8 @@ def loopback_stack(
         stack.callback(moto.stop)
         host, port = moto.get_host_and_port()
         aws_url = f"http://{host}:{port}"
+        reset_moto(aws_url)
+        stack.callback(reset_moto, aws_url)
         # moto's interpreter reaches its own Lambda through localhost:MOTO_PORT.
         stack.enter_context(mock.patch.dict(os.environ, {"MOTO_PORT": str(port)}))
         loopback = LoopbackStack(aws_url, None, None, "", {})  # type: ignore[arg-type]
