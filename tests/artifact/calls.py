@@ -10,7 +10,7 @@ from uuid import UUID
 
 from deepmem.domain.errors import DeepmemError
 
-from tests.artifact.stack import LoopbackStack
+from tests.artifact.stack import LoopbackStack, parsed
 from tests.fakes.events import SAMPLE_DATASET, api_request
 from tests.fakes.events import samples as all_samples
 
@@ -47,9 +47,21 @@ class Answer:
 
 
 def api(stack: LoopbackStack, function: str, event: dict[str, Any]) -> Answer:
-    response = stack.invoke(function, event).value()
+    """The function's answer; a 5xx fails, naming the function and showing what it logged
+    (the exception behind a 500 is logged, never returned)."""
+    invocation = stack.invoke(function, event)
+    response = invocation.value()
     assert response["headers"]["Content-Type"] == "application/json", response
-    return Answer(response["statusCode"], json.loads(response["body"]))
+    answer = Answer(response["statusCode"], json.loads(response["body"]))
+    if answer.status >= 500:
+        raised = [
+            record["exception"].strip().splitlines()[-1]
+            for record in parsed(invocation.logs)
+            if "exception" in record
+        ]
+        shown = raised or invocation.logs[-20:]
+        raise AssertionError(f"{function} answered {answer.status} {answer.body}: {shown}")
+    return answer
 
 
 def request(

@@ -59,7 +59,7 @@ class Context:
     def get_remaining_time_in_millis(self):
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
-results.write(json.dumps({{"ready": init_error is None}}) + "\\n")
+results.write(json.dumps({{"ready": init_error is None, "init_error": init_error}}) + "\\n")
 for line in iter(sys.stdin.readline, ""):
     event = json.loads(line)
     # Lambda sets the trace header per invocation.
@@ -165,6 +165,10 @@ class BuiltFunction:
         self._reader.start()
         ready = self._read_reply()
         self.init_ok = bool(ready.get("ready"))
+        #: Lambda's Init error ("Unable to import module 'app': ..."), None when it started.
+        self.init_error: str | None = None
+        if not self.init_ok:
+            self.init_error = _describe(ready["init_error"])
 
     def _read_logs(self) -> None:
         assert self._process.stderr is not None
