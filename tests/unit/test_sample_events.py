@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.parser.models.apigwv2 import ApiGatewayAuth
 from deepmem.services.failures import ExecutionStatusChange, FailureCaught
 
 from tests.api_support import load_function
-from tests.deployed_support import ROOT, target_of, template
+from tests.deployed_support import ROOT, function_folders, target_of, template
 
 SAMPLES = {path.stem: path for path in sorted((ROOT / "events").glob("*.json"))}
 API = {"RunsFunction", "ProceedFunction", "DeleteFunction", "SettingsFunction"}
@@ -98,3 +98,16 @@ def test_every_task_sample_has_the_shape_the_state_machine_sends() -> None:
 
     # Every task the ASL calls has a sample, with exactly the keys the ASL's Payload gives.
     assert {key: shapes.get(key) for key in payloads} == payloads
+
+
+def test_the_readme_gives_a_sam_local_invoke_command_for_every_sample() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    folders = {logical_id: folder for folder, logical_id in function_folders().items()}
+    missing = []
+    for name in SAMPLES:
+        function = target_of(name)
+        rows = [line for line in readme if line.startswith(f"| {folders[function]} |")]
+        if not any(f"`{function} -e " in r and f"events/{name}.json" in r for r in rows):
+            missing.append(name)
+
+    assert missing == []
