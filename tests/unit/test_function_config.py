@@ -7,7 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deepmem.config import FUNCTION_NEEDS, Config, MissingConfigurationError, require
+from deepmem.config import (
+    FUNCTION_NEEDS,
+    LAMBDA_NEEDS,
+    Config,
+    MissingConfigurationError,
+    needs_of,
+    require,
+)
 from deepmem.local.lambda_runtime import LocalLambdaContext
 
 from tests.api_support import api_event, load_function
@@ -29,6 +36,20 @@ def test_a_missing_variable_is_named() -> None:
     assert str(caught.value) == "the runs function is not configured: set STATE_MACHINE_ARN"
 
 
+def test_inside_lambda_train_needs_somewhere_lasting_for_its_artifacts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DEEPMEM_ARTIFACTS", raising=False)
+    config = Config(DATABASE_URL="postgresql://db")
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    assert require(config, "train") is config  # locally, <home>/artifacts will do
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "TrainFunction")
+
+    with pytest.raises(MissingConfigurationError, match="set DEEPMEM_ARTIFACTS"):
+        require(config, "train")
+    assert set(LAMBDA_NEEDS) <= set(FUNCTION_NEEDS)
+
+
 def test_either_database_will_do() -> None:
     arn = "arn:aws:states:::x"
     for config in (
@@ -44,7 +65,7 @@ def test_the_template_gives_every_function_what_it_needs() -> None:
     for logical_id, folder in FUNCTIONS.items():
         own = template["Resources"][logical_id]["Properties"].get("Environment", {})
         variables = set(shared) | set(own.get("Variables", {}))
-        for group in FUNCTION_NEEDS[folder]:
+        for group in needs_of(folder, {"AWS_LAMBDA_FUNCTION_NAME": logical_id}):
             assert variables & set(group), f"{logical_id} has none of {group}"
 
 

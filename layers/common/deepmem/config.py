@@ -201,9 +201,24 @@ def missing_variables(config: Config, needs: tuple[tuple[str, ...], ...]) -> lis
     return [" or ".join(group) for group in needs if not any(values.get(v) for v in group)]
 
 
+#: What a function needs only inside Lambda, where a local fallback would lose data: the query
+#: adapter's artifacts under the container's /tmp would vanish with it.
+LAMBDA_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "train": (("DEEPMEM_ARTIFACTS",),),
+}
+
+
+def needs_of(
+    function: str, environ: Mapping[str, str] | None = None
+) -> tuple[tuple[str, ...], ...]:
+    """`FUNCTION_NEEDS`, and inside Lambda (AWS_LAMBDA_FUNCTION_NAME set) `LAMBDA_NEEDS` too."""
+    in_lambda = bool((os.environ if environ is None else environ).get("AWS_LAMBDA_FUNCTION_NAME"))
+    return FUNCTION_NEEDS[function] + (LAMBDA_NEEDS.get(function, ()) if in_lambda else ())
+
+
 def require(config: Config, function: str) -> Config:
     """`config`, or MissingConfigurationError naming every variable `function` lacks."""
-    missing = missing_variables(config, FUNCTION_NEEDS[function])
+    missing = missing_variables(config, needs_of(function))
     if missing:
         raise MissingConfigurationError(
             f"the {function} function is not configured: set {'; '.join(missing)}"
