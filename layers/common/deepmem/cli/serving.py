@@ -61,9 +61,24 @@ def authorizer_for(config: Config, console: Console) -> object:
 
 
 def run_server(console: Console, host: str, port: int) -> None:
-    from deepmem.local.api_server import serve
+    """Bind first (a taken port fails before anything starts), print the URL once the socket
+    accepts connections, and return after SIGTERM/SIGINT once in-flight requests finished:
+    leaving `Runtime` is the one shutdown path (the embedded database stops there)."""
+    from deepmem.api.app import use_run_service
+    from deepmem.local.api_server import LocalApi
+    from deepmem.local.http_server import ApiServer, bind_socket
 
-    with Runtime(time_scale=0.05) as runtime:
-        authorize = authorizer_for(runtime.config, console)
-        console.print(f"serving the API on http://{host}:{port}/v1/api/deep-memory (Ctrl-C stops)")
-        serve(host, port, authorize=authorize, service=runtime.runs())  # type: ignore[arg-type]
+    sock = bind_socket(host, port)
+    try:
+        with Runtime(time_scale=0.05) as runtime:
+            authorize = authorizer_for(runtime.config, console)
+            server = ApiServer(sock, LocalApi(authorize))  # type: ignore[arg-type]
+            with use_run_service(runtime.runs()):
+                server.run(
+                    on_ready=lambda url: console.print(
+                        f"serving the API on {url}/v1/api/deep-memory (Ctrl-C stops)"
+                    )
+                )
+    finally:
+        sock.close()
+    console.print("stopped")
