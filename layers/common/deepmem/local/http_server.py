@@ -168,6 +168,8 @@ class _AsgiApp:
         if answer is None:  # the client went away
             return
         status, headers, payload = answer
+        headers = {k: v for k, v in headers.items() if k != "content-length"}
+        headers["content-length"] = str(len(payload))
         await send(
             {
                 "type": "http.response.start",
@@ -183,6 +185,9 @@ class _AsgiApp:
             target += "?" + scope["query_string"].decode("latin-1")
         if len(target) > self.limits.max_target_bytes:
             return _refusal(414, "the URL is too long")
+        # h11 bounds only a head still arriving; one that came whole is measured here.
+        if sum(len(n) + len(v) + 4 for n, v in scope["headers"]) > self.limits.max_head_bytes:
+            return _refusal(431, "the request headers are too large")
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
