@@ -84,6 +84,16 @@ class AuthConfigurationError(ConfigurationError):
     """The authorizer cannot start as configured (a JWKS url with no issuer to check)."""
 
 
+def require_issuer(config: Any) -> None:
+    """A JWKS url with no issuer to check tokens against is refused at start, never a silent
+    fall back (to local tokens in `deepmem serve`, to denying everyone in AWS)."""
+    if config.jwks_url and not config.jwt_issuer:
+        raise AuthConfigurationError(
+            "SUPABASE_JWKS_URL is set but no issuer is: set SUPABASE_JWT_ISSUER (or "
+            "SUPABASE_URL) so tokens are checked against it"
+        )
+
+
 def settings_from_config(
     config: Any, load_secret: Callable[[str], str] | None = None
 ) -> AuthSettings:
@@ -97,11 +107,7 @@ def settings_from_config(
                 return str(parameters.get_secret(name, max_age=300))
 
         secret = load_secret(config.supabase_jwt_secret_name)
-    if config.jwks_url and not config.jwt_issuer:
-        raise AuthConfigurationError(
-            "SUPABASE_JWKS_URL is set but no issuer is: set SUPABASE_JWT_ISSUER (or "
-            "SUPABASE_URL) so tokens are checked against it"
-        )
+    require_issuer(config)
     return AuthSettings(
         jwks_url=config.jwks_url,
         issuer=config.jwt_issuer,
