@@ -182,7 +182,7 @@ def running_server(
     service: RunService | None = None,
     verbose: bool = False,
     allow_origins: tuple[str, ...] = ("*",),
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
 ) -> Iterator[RunningServer]:
     """A server in a background thread for the duration of the block (port 0: any free one)."""
     with ExitStack() as stack:
@@ -190,6 +190,7 @@ def running_server(
             from deepmem.api.app import use_run_service
 
             stack.enter_context(use_run_service(service))
+        limits = limits or Limits()
         server = bind_server(
             host, port, authorize, verbose=verbose, allow_origins=allow_origins, limits=limits
         )

@@ -316,18 +316,11 @@ def refuse_non_json_body(event: Mapping[str, Any]) -> dict[str, Any] | None:
     media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         return _json_answer(415, "send request bodies as Content-Type: application/json")
-    text = str(body)
-    if event.get("isBase64Encoded"):
-        try:
-            text = base64.b64decode(text).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            return _json_answer(422, "the request body is not UTF-8 JSON")
     try:
+        text = base64.b64decode(str(body)).decode() if event.get("isBase64Encoded") else str(body)
         json.loads(text)
-    except RecursionError:
-        return _json_answer(422, "the request body is nested too deeply to be parsed")
-    except ValueError as exc:  # malformed JSON, or an integer of more than 4,300 digits
-        return _json_answer(422, f"the request body is not valid JSON: {str(exc)[:120]}")
+    except (ValueError, RecursionError) as exc:  # not UTF-8, malformed, too deep, too long
+        return _json_answer(422, f"the request body is not JSON that can be parsed: {exc!r:.120}")
     return None
 
 
