@@ -261,3 +261,16 @@ def test_the_lambda_path_answers_the_same_422(store, raw_body) -> None:
     assert answer.status == 422
     assert answer.body["detail"]
     assert store.get_settings().lanes == 2
+
+
+def test_a_crash_below_the_resolver_is_a_json_500_and_the_server_goes_on(store) -> None:
+    def broken(event: object) -> object:
+        raise RuntimeError("the authorizer itself failed")
+
+    with running_server(broken, limits=LIMITS) as broken_server:  # type: ignore[arg-type]
+        first = exchange(broken_server, f"GET {P}/runs HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        second = exchange(broken_server, b"GET /openapi.json HTTP/1.1\r\nhost: x\r\n\r\n")
+
+    assert first[0] == 500
+    assert first[2] == {"detail": "internal error"}
+    assert second[0] == 200

@@ -164,7 +164,11 @@ class _AsgiApp:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        answer = await self._answer(scope, receive)
+        try:
+            answer = await self._answer(scope, receive)
+        except Exception:  # never uvicorn's text/plain 500
+            self.errors += 1
+            answer = 500, {"content-type": "application/json"}, b'{"detail": "internal error"}'
         if answer is None:  # the client went away
             return
         status, headers, payload = answer
@@ -204,13 +208,10 @@ class _AsgiApp:
         if len(body) > self.limits.max_body_bytes:
             return _refusal(413, f"the body is over {self.limits.max_body_bytes} bytes")
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self.pool, self.api.handle, scope["method"], target, headers, body
-            )
-        except Exception:  # the resolver maps every error; this is the last line of defence
-            self.errors += 1
-            return 500, {"content-type": "application/json"}, b'{"detail": "internal error"}'
+        # The resolver maps every error; __call__ is the last line of defence.
+        return await loop.run_in_executor(
+            self.pool, self.api.handle, scope["method"], target, headers, body
+        )
 
     async def _body(self, receive: Any) -> bytes | None:
         """The body, or None when the client left; stops reading one byte past the cap."""
