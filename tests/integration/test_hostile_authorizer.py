@@ -243,3 +243,22 @@ def test_a_jwks_url_without_an_issuer_is_refused_at_start(monkeypatch) -> None:
             load_function("authorizer")  # the Lambda fails its init, loudly
     finally:
         load_config.cache_clear()
+
+
+def test_a_fetch_stuck_where_no_socket_timeout_reaches_holds_no_check(keys) -> None:
+    # Name resolution blocks outside any socket timeout; the check that started it still ends.
+    release = threading.Event()
+
+    def stuck(url: str, deadline: float) -> dict[str, Any]:
+        release.wait(30)
+        return keys.jwks()
+
+    cache = JwksCache("http://jwks.invalid/", deadline=DEADLINE, fetch=stuck)
+    verifier = TokenVerifier(AuthSettings(jwks_url=cache.url, issuer=ISSUER), jwks=cache)
+    try:
+        decision, waited = timed(lambda: verifier.authorize(token(keys)))
+    finally:
+        release.set()
+
+    assert decision.denial is Denial.UNAVAILABLE
+    assert waited < DEADLINE + SLACK

@@ -4,8 +4,10 @@ A deadline per read (what `PyJWKClient(timeout=...)` and most clients give) lets
 trickles one byte at a time hold a check for as long as it likes; here a timer shuts the socket
 down when the deadline passes, wherever the fetch is (connect, head or body). Concurrent checks
 that need the keys wait for the one fetch in flight (single flight), and never longer than the
-deadline. Any failure (unreachable, timeout, a status other than 200, a body that is not a JSON
-key set) is `JwksUnavailableError`: the authorizer answers 503, not "invalid token".
+deadline; the fetch itself runs in a thread of its own, so not even the check that started it
+waits longer (name resolution, which no socket timeout bounds, included). Any failure
+(unreachable, timeout, a status other than 200, a body that is not a JSON key set) is
+`JwksUnavailableError`: the authorizer answers 503, not "invalid token".
 """
 
 from __future__ import annotations
@@ -131,8 +133,8 @@ class JwksCache:
             if future is None:
                 future, leader = Future(), True
                 self._in_flight = future
-        if leader:
-            self._lead(future)
+        if leader:  # in a thread of its own: even a fetch stuck in DNS holds no check
+            threading.Thread(target=self._lead, args=(future,), daemon=True).start()
         try:
             return future.result(timeout=self.deadline)
         except FutureTimeoutError:
