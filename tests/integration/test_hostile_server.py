@@ -274,3 +274,15 @@ def test_a_crash_below_the_resolver_is_a_json_500_and_the_server_goes_on(store) 
     assert first[0] == 500
     assert first[2] == {"detail": "internal error"}
     assert second[0] == 200
+
+
+def test_a_websocket_upgrade_is_an_ordinary_request(server) -> None:
+    raw = (
+        b"GET /openapi.json HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
+        b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+
+    status, _, spec = exchange(server, raw)
+
+    assert status == 200
+    assert "paths" in spec

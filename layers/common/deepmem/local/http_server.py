@@ -277,6 +277,8 @@ class ApiServer:
             limits,
             http=_GuardedProtocol,
             lifespan="off",
+            ws="none",  # `websockets` is installed (Supabase's realtime): no upgrades here
+            loop="asyncio",
             log_config=None,
             access_log=verbose,
             timeout_keep_alive=max(1, round(limits.idle_timeout)),
