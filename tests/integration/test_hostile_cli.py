@@ -51,6 +51,9 @@ def deepmem(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         (("serve", "--port", "abc"), "--port"),
         (("serve", "--port", "70000"), "--port"),
         (("runs", "--limit", "0"), "--limit"),
+        (("runs", "--limit", "501"), "--limit"),  # GET /runs?limit=501 is 422 too
+        (("pairs", "00000000-0000-4000-8000-000000000001", "--limit", "501"), "--limit"),
+        (("runs", "--offset", "10000001"), "--offset"),
         (("settings", "--set"), "--set"),
         (("demo", "--fail-at", "nowhere"), "--fail-at"),
         (("show", "not-a-uuid"), "not a run id"),

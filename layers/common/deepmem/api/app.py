@@ -28,6 +28,8 @@ from pydantic import BaseModel
 
 from deepmem.api.errors import NotAuthenticatedError, register_error_handlers
 from deepmem.api.models import (
+    OFFSET_MAX,
+    PAGE_LIMIT_MAX,
     ErrorOut,
     JobAccepted,
     PairOut,
@@ -141,8 +143,8 @@ def _responses(
 
 
 RunIdPath = UUID
-Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Offset = Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip")]
+Limit = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=OFFSET_MAX, description="rows to skip")]
 
 # runs: POST /generate, POST /train, GET /runs, GET /runs/{id}, GET /runs/{id}/pairs, cancel
 
@@ -307,8 +309,7 @@ class JsonApiResolver(APIGatewayHttpResolver):
 
 
 def refuse_non_json_body(event: Mapping[str, Any]) -> dict[str, Any] | None:
-    """415 for a body of another media type; 422 for one that is not UTF-8 or that JSON cannot
-    parse (50,000 levels of nesting, a 5,000-digit number: Powertools would answer 500)."""
+    """415: not JSON's media type; 422: what JSON cannot parse (Powertools would answer 500)."""
     body = event.get("body")
     if not body:
         return None

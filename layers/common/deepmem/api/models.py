@@ -27,6 +27,10 @@ from deepmem.services.runs import RunExecution, SettingsView
 
 # requests
 
+#: Paging bounds of every list (GET /runs, GET /runs/{id}/pairs, and the CLI's runs and pairs).
+PAGE_LIMIT_MAX = 500
+OFFSET_MAX = 10_000_000
+
 
 class RunReference(BaseModel):
     """Body of POST /train and POST /proceed. Unknown fields (a `user_id` included) are ignored:

@@ -22,6 +22,7 @@ from rich.table import Table
 from typer._click import exceptions as click  # typer vendors click; its errors are these
 
 from deepmem import __version__
+from deepmem.api.models import OFFSET_MAX, PAGE_LIMIT_MAX
 from deepmem.domain.errors import (
     BlockingRunExistsError,
     ConfigurationError,
@@ -194,8 +195,8 @@ def generate(
 
 @app.command()
 def runs(
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=PAGE_LIMIT_MAX)] = 20,
+    offset: Annotated[int, typer.Option(min=0, max=OFFSET_MAX)] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List runs, newest first (GET /runs)."""
@@ -218,8 +219,8 @@ def show(run: str) -> None:
 @app.command()
 def pairs(
     run: str,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=PAGE_LIMIT_MAX)] = 20,
+    offset: Annotated[int, typer.Option(min=0, max=OFFSET_MAX)] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A page of a run's pairs, for review (GET /runs/{id}/pairs)."""
