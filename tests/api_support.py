@@ -19,7 +19,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from deepmem.api.auth import AuthDecision, Authorize, allow
 from deepmem.local import functions as lambda_functions
-from deepmem.local.api_server import LocalApi, bind_server
+from deepmem.local.api_server import LocalApi
+from deepmem.local.http_server import Limits, bind_server
 from deepmem.local.lambda_runtime import LocalLambdaContext, http_api_event
 from deepmem.services.runs import RunService
 
@@ -181,6 +182,7 @@ def running_server(
     service: RunService | None = None,
     verbose: bool = False,
     allow_origins: tuple[str, ...] = ("*",),
+    limits: Limits | None = None,
 ) -> Iterator[RunningServer]:
     """A server in a background thread for the duration of the block (port 0: any free one)."""
     with ExitStack() as stack:
@@ -188,14 +190,15 @@ def running_server(
             from deepmem.api.app import use_run_service
 
             stack.enter_context(use_run_service(service))
-        server = bind_server(host, port, authorize, verbose, allow_origins)
-        thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="deepmem-serve", daemon=True
+        limits = limits or Limits()
+        server = bind_server(
+            host, port, authorize, verbose=verbose, allow_origins=allow_origins, limits=limits
         )
+        thread = threading.Thread(target=server.run, name="deepmem-serve", daemon=True)
         thread.start()
         try:
+            assert server.ready.wait(timeout=30), "the server did not start listening"
             yield RunningServer(host, server.server_address[1], server.api)
         finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
+            server.stop()
+            thread.join(timeout=limits.graceful_seconds + 5)

@@ -10,8 +10,11 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from deepmem.api.auth import TokenVerifier, bearer_token, settings_from_config
+from deepmem.api.auth import TokenVerifier, bearer_token, require_issuer, settings_from_config
 from deepmem.config import load_config, traced_clients
+
+# At init, without I/O: a JWKS url with no issuer fails the function's start, loudly.
+require_issuer(load_config())
 
 logger = Logger()
 tracer = Tracer(patch_modules=traced_clients("authorizer"))

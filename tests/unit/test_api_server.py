@@ -16,7 +16,7 @@ import jwt
 import pytest
 from deepmem.api.auth import AuthSettings, TokenVerifier, event_authorizer
 from deepmem.domain.status import RunStatus
-from deepmem.local.api_server import PortInUseError
+from deepmem.local.http_server import PortInUseError
 from deepmem.services.runs import RunService
 
 from tests.api_support import (

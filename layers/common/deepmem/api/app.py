@@ -28,6 +28,8 @@ from pydantic import BaseModel
 
 from deepmem.api.errors import NotAuthenticatedError, register_error_handlers
 from deepmem.api.models import (
+    OFFSET_MAX,
+    PAGE_LIMIT_MAX,
     ErrorOut,
     JobAccepted,
     PairOut,
@@ -141,8 +143,8 @@ def _responses(
 
 
 RunIdPath = UUID
-Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Offset = Annotated[int, Query(ge=0, le=10_000_000, description="rows to skip")]
+Limit = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=OFFSET_MAX, description="rows to skip")]
 
 # runs: POST /generate, POST /train, GET /runs, GET /runs/{id}, GET /runs/{id}/pairs, cancel
 
@@ -307,7 +309,7 @@ class JsonApiResolver(APIGatewayHttpResolver):
 
 
 def refuse_non_json_body(event: Mapping[str, Any]) -> dict[str, Any] | None:
-    """415 for a body of another media type, 422 for one that is not even UTF-8 text."""
+    """415: not JSON's media type; 422: what JSON cannot parse (Powertools would answer 500)."""
     body = event.get("body")
     if not body:
         return None
@@ -315,11 +317,11 @@ def refuse_non_json_body(event: Mapping[str, Any]) -> dict[str, Any] | None:
     media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         return _json_answer(415, "send request bodies as Content-Type: application/json")
-    if event.get("isBase64Encoded"):
-        try:
-            base64.b64decode(str(body)).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            return _json_answer(422, "the request body is not UTF-8 JSON")
+    try:
+        text = base64.b64decode(str(body)).decode() if event.get("isBase64Encoded") else str(body)
+        json.loads(text)
+    except (ValueError, RecursionError) as exc:  # not UTF-8, malformed, too deep, too long
+        return _json_answer(422, f"the request body is not JSON that can be parsed: {exc!r:.120}")
     return None
 
 

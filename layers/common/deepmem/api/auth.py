@@ -15,7 +15,6 @@ the logs; the local server (`deepmem.local.api_server`) maps it to 401, 403 and 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,10 +22,10 @@ from typing import Any
 from uuid import UUID
 
 import jwt
-from jwt import PyJWKClient
 
+from deepmem.api.jwks import JwksCache, JwksUnavailableError, jwks_cache
 from deepmem.config import revealed
-from deepmem.domain.errors import DeepmemError
+from deepmem.domain.errors import ConfigurationError, DeepmemError
 
 ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
 HS256 = "HS256"
@@ -79,6 +78,21 @@ class AuthSettings:
     hs256_secret: str | None = None
     admin_ids: frozenset[str] = field(default_factory=frozenset)
     leeway_seconds: int = 0
+    jwks_deadline_seconds: float = 3.0  # the whole fetch; the function's timeout is 10 s
+
+
+class AuthConfigurationError(ConfigurationError):
+    """The authorizer cannot start as configured (a JWKS url with no issuer to check)."""
+
+
+def require_issuer(config: Any) -> None:
+    """A JWKS url with no issuer to check tokens against is refused at start, never a silent
+    fall back (to local tokens in `deepmem serve`, to denying everyone in AWS)."""
+    if config.jwks_url and not config.jwt_issuer:
+        raise AuthConfigurationError(
+            "SUPABASE_JWKS_URL is set but no issuer is: set SUPABASE_JWT_ISSUER (or "
+            "SUPABASE_URL) so tokens are checked against it"
+        )
 
 
 def settings_from_config(
@@ -94,6 +108,7 @@ def settings_from_config(
                 return str(parameters.get_secret(name, max_age=300))
 
         secret = load_secret(config.supabase_jwt_secret_name)
+    require_issuer(config)
     return AuthSettings(
         jwks_url=config.jwks_url,
         issuer=config.jwt_issuer,
@@ -103,27 +118,36 @@ def settings_from_config(
     )
 
 
-# One JWKS client per URL for the life of the process: a warm authorizer fetches keys once
-# (PyJWKClient caches the key set for `lifespan` seconds and refetches on an unknown `kid`).
-_jwks_clients: dict[str, PyJWKClient] = {}
-_jwks_lock = threading.Lock()
-
-
-def jwks_client(url: str) -> PyJWKClient:
-    with _jwks_lock:
-        client = _jwks_clients.get(url)
-        if client is None:
-            client = PyJWKClient(url, cache_keys=True, lifespan=600, timeout=5)
-            _jwks_clients[url] = client
-        return client
-
-
 class AuthUnavailableError(DeepmemError):
     """The authorizer cannot decide (no configuration, JWKS unreachable): not the caller's fault."""
 
 
+#: Registered claims and the JSON types they may have (RFC 7519 §4.1); bool is not a number.
+_NUMERIC_CLAIMS = ("exp", "nbf", "iat")
+
+
+class InvalidClaimTypeError(jwt.InvalidTokenError):
+    """A registered claim of the wrong type (`exp` as a string...)."""
+
+
+def check_claim_types(claims: Mapping[str, Any]) -> None:
+    for name in _NUMERIC_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidClaimTypeError(f"the {name!r} claim is not a number")
+    for name in ("sub", "iss", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidClaimTypeError(f"the {name!r} claim is not a string")
+    audience = claims.get("aud")
+    if "aud" in claims and not (
+        isinstance(audience, str)
+        or (isinstance(audience, list) and all(isinstance(a, str) for a in audience))
+    ):
+        raise InvalidClaimTypeError("the 'aud' claim is neither a string nor a list of strings")
+
+
 class TokenVerifier:
-    def __init__(self, settings: AuthSettings, jwks: PyJWKClient | None = None) -> None:
+    def __init__(self, settings: AuthSettings, jwks: JwksCache | None = None) -> None:
         self.settings = settings
         self._jwks = jwks
 
@@ -132,11 +156,14 @@ class TokenVerifier:
             if self._jwks is None:
                 if not self.settings.jwks_url:
                     raise AuthUnavailableError("no JWKS url is configured")
-                self._jwks = jwks_client(self.settings.jwks_url)
+                self._jwks = jwks_cache(self.settings.jwks_url, self.settings.jwks_deadline_seconds)
+            kid = jwt.get_unverified_header(token).get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise jwt.InvalidKeyError("the token names no key (kid)")
             try:
-                signing_key = self._jwks.get_signing_key_from_jwt(token)
-            except jwt.PyJWKClientConnectionError as exc:
-                raise AuthUnavailableError(f"the JWKS could not be fetched: {exc}") from exc
+                signing_key = self._jwks.signing_key(kid)
+            except JwksUnavailableError as exc:
+                raise AuthUnavailableError(str(exc)) from exc
             if signing_key.algorithm_name != algorithm:
                 raise jwt.InvalidAlgorithmError("the token's alg does not match its key")
             return signing_key.key
@@ -149,6 +176,8 @@ class TokenVerifier:
         if not self.settings.issuer:
             raise AuthUnavailableError("no token issuer is configured")
         algorithm = str(jwt.get_unverified_header(token).get("alg", ""))
+        # Types first: PyJWT reads `int(exp)`, so "exp": "9999999999" would pass its checks.
+        check_claim_types(jwt.decode(token, options={"verify_signature": False}))
         key = self._key_for(token, algorithm)
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -173,7 +202,7 @@ class TokenVerifier:
             claims = self.verify(token)
         except AuthUnavailableError as exc:
             return deny(Denial.UNAVAILABLE, str(exc))
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:  # a malformed token, any shape
             return deny(Denial.INVALID_TOKEN, f"{type(exc).__name__}: {exc}")
         user_id = str(claims["sub"])
         try:

@@ -27,6 +27,10 @@ from deepmem.services.runs import RunExecution, SettingsView
 
 # requests
 
+#: Paging bounds of every list (GET /runs, GET /runs/{id}/pairs, and the CLI's runs and pairs).
+PAGE_LIMIT_MAX = 500
+OFFSET_MAX = 10_000_000
+
 
 class RunReference(BaseModel):
     """Body of POST /train and POST /proceed. Unknown fields (a `user_id` included) are ignored:
@@ -45,6 +49,15 @@ RequestModelName = Annotated[
     StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"),
 ]
 
+
+#: Settings that are integers: JSON numbers only (pydantic alone would take `true` or `"3"`).
+INTEGER_SETTINGS = (
+    "questions_per_chunk",
+    "batch_size",
+    "concurrency",
+    "lanes",
+    "max_chunks_per_run",
+)
 
 #: The one setting whose null means something (no cap); null elsewhere is refused.
 NULLABLE_SETTINGS = frozenset({"max_chunks_per_run"})
@@ -66,8 +79,10 @@ def _null_only_where_meaningful(schema: dict[str, Any]) -> None:
 
 
 class SettingsUpdateRequest(SettingsUpdate):
-    """Body of PUT /settings: the fields to change, nothing else. `null` only removes the cap
-    on chunks per run; the published schema says exactly that."""
+    """Body of PUT /settings and of `deepmem settings --set`: the fields to change, nothing
+    else. `null` only removes the cap on chunks per run; the published schema says exactly that.
+    A number is a JSON number: `true` and `"3"` are refused, never stored as 1 or 3 (`3.0` is
+    an integer to JSON Schema, and is taken as 3)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_null_only_where_meaningful)
 
@@ -96,6 +111,13 @@ class SettingsUpdateRequest(SettingsUpdate):
     def _not_null(cls, value: Any) -> Any:
         if value is None:
             raise ValueError("null is not a value of this setting: leave it out to keep it")
+        return value
+
+    @field_validator(*INTEGER_SETTINGS, mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool | str):
+            raise ValueError("a number is expected, not a boolean or a string")
         return value
 
     def to_domain(self) -> SettingsUpdate:

@@ -17,16 +17,22 @@ from uuid import UUID
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer._click import exceptions as click  # typer vendors click; its errors are these
 
+from deepmem import __version__
+from deepmem.api.models import OFFSET_MAX, PAGE_LIMIT_MAX
 from deepmem.domain.errors import (
     BlockingRunExistsError,
+    ConfigurationError,
     DeepmemError,
+    InvalidSettingsError,
     InvalidTransitionError,
     RunNotFoundError,
     SettingsLockedError,
 )
-from deepmem.domain.models import SettingsUpdate, TrainingRun
+from deepmem.domain.models import TrainingRun
 from deepmem.domain.status import Phase, done_status, phase_of
 
 app = typer.Typer(
@@ -35,6 +41,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
 errors = Console(stderr=True)
@@ -48,14 +55,34 @@ class FailAt(StrEnum):
     training = "training"
 
 
+#: The API's answers, as exit codes: 404 → 3, 409 → 4, 422 → 2 (`deepmem.api.errors`).
+_CONFLICTS = (
+    BlockingRunExistsError,
+    InvalidTransitionError,
+    SettingsLockedError,
+    InvalidSettingsError,
+)
+
+
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, RunNotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(exc, BlockingRunExistsError | InvalidTransitionError | SettingsLockedError):
+    if isinstance(exc, _CONFLICTS):
         return EXIT_CONFLICT
-    if isinstance(exc, ValidationError | ValueError):
+    if isinstance(exc, ValidationError | ValueError | ConfigurationError):
         return EXIT_USAGE
     return EXIT_ERROR
+
+
+def _error(message: str) -> None:
+    """One line on stderr, whatever the terminal's width and whatever brackets it holds."""
+    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+def validation_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 @contextmanager
@@ -66,16 +93,13 @@ def _clean_errors() -> Iterator[None]:
     except typer.Exit:
         raise
     except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-        )
-        errors.print(f"[red]error:[/red] {details}")
+        _error(validation_message(exc))
         raise typer.Exit(EXIT_USAGE) from None
     except (DeepmemError, ValueError, OSError) as exc:
         extra = ""
         if isinstance(exc, BlockingRunExistsError):
             extra = f" (blocking run {exc.blocking_run_id}, {exc.blocking_run_status})"
-        errors.print(f"[red]error:[/red] {exc}{extra}")
+        _error(f"{exc}{extra}")
         raise typer.Exit(_exit_code(exc)) from None
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/yellow]")
@@ -86,7 +110,7 @@ def _run_id(value: str) -> UUID:
     try:
         return UUID(value)
     except ValueError:
-        errors.print(f"[red]error:[/red] {value!r} is not a run id (a UUID)")
+        _error(f"{value!r} is not a run id (a UUID)")
         raise typer.Exit(EXIT_USAGE) from None
 
 
@@ -171,8 +195,8 @@ def generate(
 
 @app.command()
 def runs(
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=PAGE_LIMIT_MAX)] = 20,
+    offset: Annotated[int, typer.Option(min=0, max=OFFSET_MAX)] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List runs, newest first (GET /runs)."""
@@ -195,8 +219,8 @@ def show(run: str) -> None:
 @app.command()
 def pairs(
     run: str,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=PAGE_LIMIT_MAX)] = 20,
+    offset: Annotated[int, typer.Option(min=0, max=OFFSET_MAX)] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A page of a run's pairs, for review (GET /runs/{id}/pairs)."""
@@ -265,19 +289,38 @@ def settings(
     ] = None,
 ) -> None:
     """Show the settings (GET /settings), or change them with --set key=value."""
-    with _clean_errors(), _runtime() as runtime:
-        service = runtime.runs()
-        if set_:
-            changes: dict[str, Any] = {}
-            for item in set_:
-                key, sep, value = item.partition("=")
-                if not sep or not key.strip():
-                    raise ValueError(f"--set wants key=value, got {item!r}")
-                changes[key.strip()] = None if value.strip().lower() == "none" else value.strip()
-            view = service.update_settings(SettingsUpdate.model_validate(changes))
+    with _clean_errors():
+        # Checked by the API's own model before anything starts: what PUT /settings refuses
+        # (422), this refuses (exit 2), with no database opened.
+        update = settings_update(set_) if set_ else None
+        with _runtime() as runtime:
+            service = runtime.runs()
+            if update is not None:
+                view = service.update_settings(update.to_domain())
+            else:
+                view = service.get_settings_view()
+            _print_json(view.model_dump(mode="json"))
+
+
+def settings_update(items: list[str]) -> Any:
+    """`--set key=value` pairs as the body PUT /settings takes (`SettingsUpdateRequest`): an
+    integer setting gets a number when the value is one (else its text, refused as the API
+    refuses `"3"`), `none`/`null` is null, everything else stays text."""
+    from deepmem.api.models import INTEGER_SETTINGS, SettingsUpdateRequest
+
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key, value = key.strip(), raw.strip()
+        if not sep or not key:
+            raise ValueError(f"--set wants key=value, got {item!r}")
+        if value.lower() in ("none", "null"):
+            changes[key] = None
+        elif key in INTEGER_SETTINGS and value.lstrip("+-").isdecimal() and len(value) <= 18:
+            changes[key] = int(value)
         else:
-            view = service.get_settings_view()
-        _print_json(view.model_dump(mode="json"))
+            changes[key] = value
+    return SettingsUpdateRequest.model_validate(changes)
 
 
 @app.command()
@@ -319,9 +362,38 @@ def serve(
         run_server(console, host, port)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"deepmem {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """Synthetic question→chunk pairs from a DeepLake dataset, and a model trained on them."""
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The command, with click's usage errors as one line and exit 2 (not rich's boxes)."""
     try:
-        app(args=argv, standalone_mode=True)
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            sys.exit(exc.code)
+        code = app(args=argv, prog_name="deepmem", standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        console.print(exc.ctx.get_help(), markup=False, highlight=False)
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        _error(f"{exc.format_message()}{hint}")
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        _error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _error("aborted")
+        sys.exit(EXIT_ERROR)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)

@@ -1,6 +1,7 @@
 """`deepmem serve`: the API's handlers behind a local HTTP server, with the real authorizer.
 
-With no token issuer configured (no SUPABASE_URL / SUPABASE_JWT_ISSUER), the server signs its
+With no token issuer configured (no SUPABASE_URL / SUPABASE_JWT_ISSUER, and no JWKS url: one
+without an issuer is a startup error, never a fall back to local tokens), the server signs its
 own: a local HS256 secret kept in `<home>/jwt-secret`, and an admin token printed at start, so
 a dashboard or `curl` can call it at once. Tokens are verified exactly as in AWS."""
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from deepmem.cli.runtime import Runtime
-from deepmem.config import Config
+from deepmem.config import Config, load_config
 
 LOCAL_ISSUER = "deepmem-local"
 LOCAL_ADMIN = "00000000-0000-4000-8000-000000000001"
@@ -61,9 +62,25 @@ def authorizer_for(config: Config, console: Console) -> object:
 
 
 def run_server(console: Console, host: str, port: int) -> None:
-    from deepmem.local.api_server import serve
+    """Bind first (a taken port fails before anything starts), print the URL once the socket
+    accepts connections, and return after SIGTERM/SIGINT once in-flight requests finished:
+    leaving `Runtime` is the one shutdown path (the embedded database stops there)."""
+    from deepmem.api.app import use_run_service
+    from deepmem.local.api_server import LocalApi
+    from deepmem.local.http_server import ApiServer, bind_socket
 
-    with Runtime(time_scale=0.05) as runtime:
-        authorize = authorizer_for(runtime.config, console)
-        console.print(f"serving the API on http://{host}:{port}/v1/api/deep-memory (Ctrl-C stops)")
-        serve(host, port, authorize=authorize, service=runtime.runs())  # type: ignore[arg-type]
+    sock = bind_socket(host, port)
+    try:
+        # Before the runtime: a misconfigured authorizer (a JWKS url with no issuer) fails at once.
+        authorize = authorizer_for(load_config(), console)
+        with Runtime(time_scale=0.05) as runtime:
+            server = ApiServer(sock, LocalApi(authorize))  # type: ignore[arg-type]
+            with use_run_service(runtime.runs()):
+                server.run(
+                    on_ready=lambda url: console.print(
+                        f"serving the API on {url}/v1/api/deep-memory (Ctrl-C stops)"
+                    )
+                )
+    finally:
+        sock.close()
+    console.print("stopped")

@@ -7,45 +7,27 @@ denials apart: an invalid or missing token is 401, a non-admin 403 (see `deepmem
 
 Powertools' resolver keeps the current event on a class attribute (one event per Lambda
 instance at a time), so requests are handled by the resolver one at a time; connections are
-still accepted concurrently. `GET /openapi.json` serves the spec without authentication.
+still accepted concurrently, and the authorizer runs outside that lock. `GET /openapi.json`
+serves the spec without authentication. The sockets are `deepmem.local.http_server`'s.
 """
 
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import threading
-from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
 from deepmem.api.auth import AuthDecision, Authorize, Denial
-from deepmem.domain.errors import DeepmemError
 from deepmem.local.lambda_runtime import LocalLambdaContext, authorizer_event, http_api_event
-from deepmem.services.runs import RunService
-
-MAX_BODY_BYTES = 1_000_000
 
 _DENIAL_DETAIL = {
     Denial.INVALID_TOKEN: "a valid access token is required",
     Denial.NOT_ADMIN: "only admins may use this API",
     Denial.UNAVAILABLE: "the authorizer cannot verify tokens right now",
 }
-
-
-class PortInUseError(DeepmemError):
-    """The port is taken by another process."""
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(
-            f"port {port} on {host} is already in use: stop the other server or pick another "
-            "port (--port)"
-        )
-        self.host = host
-        self.port = port
 
 
 class LocalApi:
@@ -107,95 +89,3 @@ class LocalApi:
         payload = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode()
         out_headers = {k.lower(): str(v) for k, v in (response.get("headers") or {}).items()}
         return int(response["statusCode"]), out_headers, payload
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: _ApiServer
-    protocol_version = "HTTP/1.1"
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._send(413, {"content-type": "application/json"}, b'{"detail": "body too large"}')
-            self.close_connection = True
-            return
-        body = self.rfile.read(length) if length else b""
-        headers: dict[str, str] = {}
-        for name, value in self.headers.items():
-            key = name.lower()
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
-        try:
-            status, out_headers, payload = self.server.api.handle(
-                self.command, self.path, headers, body
-            )
-        except Exception:  # the resolver maps every error; this is the last line of defence
-            self.server.api_errors += 1
-            status, out_headers = 500, {"content-type": "application/json"}
-            payload = b'{"detail": "internal error"}'
-        self._send(status, out_headers, payload)
-
-    def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            if key not in ("content-length", "connection"):
-                self.send_header(key, value)
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    def __getattr__(self, name: str) -> Any:
-        # Every method (TRACE, PROPFIND...) reaches the resolver and gets a JSON answer.
-        if name.startswith("do_"):
-            return self._answer
-        raise AttributeError(name)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.verbose:
-            super().log_message(format, *args)
-
-
-class _ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # a dashboard and a fuzzer open many connections at once
-
-    def __init__(self, address: tuple[str, int], api: LocalApi, verbose: bool) -> None:
-        self.api = api
-        self.verbose = verbose
-        self.api_errors = 0
-        try:
-            super().__init__(address, _RequestHandler)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(*address) from exc
-            raise
-
-
-def bind_server(
-    host: str, port: int, authorize: Authorize, verbose: bool, allow_origins: tuple[str, ...]
-) -> _ApiServer:
-    return _ApiServer((host, port), LocalApi(authorize, allow_origins=allow_origins), verbose)
-
-
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    *,
-    authorize: Authorize,
-    service: RunService | None = None,
-    verbose: bool = True,
-    allow_origins: tuple[str, ...] = ("*",),
-) -> None:
-    """Serve until interrupted. Raise PortInUseError when the port is taken."""
-    with ExitStack() as stack:
-        if service is not None:
-            from deepmem.api.app import use_run_service
-
-            stack.enter_context(use_run_service(service))
-        server = bind_server(host, port, authorize, verbose, allow_origins)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
