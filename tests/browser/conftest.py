@@ -183,7 +183,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pg_server: TestServer) -> It
         load_config.cache_clear()
         with Runtime(time_scale=0.02, handlers=handlers(fault, pace)) as runtime:
             corpus = stdlib_corpus(home / "corpus", CHUNKS)
-            ensure_dataset(corpus, runtime.config.dataset_path, wiring.offline_embedder(), limit=CHUNKS)
+            ensure_dataset(
+                corpus, runtime.config.dataset_path, wiring.offline_embedder(), limit=CHUNKS
+            )
             service = runtime.runs()
             service.update_settings(
                 SettingsUpdate(questions_per_chunk=2, batch_size=2, concurrency=2, lanes=1)

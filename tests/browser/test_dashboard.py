@@ -275,7 +275,9 @@ def test_progress_advances_live_without_a_reload(stack: Stack, page: Page) -> No
     while stack.run(run_id).status is RunStatus.GENERATING:
         assert time.monotonic() < deadline
         text = progress.inner_text() if progress.count() else ""
-        if re.fullmatch(rf"\d+/{CHUNKS}", text) and (not seen or int(text.split("/")[0]) != seen[-1]):
+        if re.fullmatch(rf"\d+/{CHUNKS}", text) and (
+            not seen or int(text.split("/")[0]) != seen[-1]
+        ):
             seen.append(int(text.split("/")[0]))
         time.sleep(0.1)
     expect(badge_of(page, run_id)).to_have_attribute("data-status", "generated")
