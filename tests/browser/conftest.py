@@ -4,7 +4,8 @@ DeepLake dataset of a few stdlib docstrings, the real ASL run by the local workf
 real task handlers. Failures are the demo's (`FaultyGenerator`, `FaultyTrainer`); a pace holds
 a run in `generating` or `training` as long as a scenario needs it.
 
-Without /usr/bin/chromium the tests skip, except under CI=true, where they fail."""
+Without /usr/bin/chromium, or without `npm ci` (axe-core, the page's vendored libraries), the
+tests skip, except under CI=true, where they fail."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from deepmem.cli.demo import DemoFault, FaultyGenerator, FaultyTrainer
 from deepmem.cli.runtime import Runtime
 from deepmem.cli.serving import authorizer_for, local_secret
 from deepmem.config import load_config
+from deepmem.dashboard.site import STATIC, VENDORED
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.models import SettingsUpdate, TrainingRun
 from deepmem.domain.status import Phase, RunStatus
@@ -202,8 +204,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pg_server: TestServer) -> It
 
 @pytest.fixture(scope="session")
 def playwright() -> Iterator[Playwright]:
+    missing = []
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
+        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
+    if not AXE.exists():
+        missing.append(f"{AXE.relative_to(ROOT)} (npm ci)")
+    if not all((STATIC / name).is_file() for name in VENDORED):
+        missing.append("the page's vendored libraries (npm ci)")
+    if any(missing):
+        message = "the browser tier needs " + ", ".join(missing)
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
