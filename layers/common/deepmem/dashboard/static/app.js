@@ -115,7 +115,13 @@ function Dashboard({ config, auth, onAuthProblem }) {
     return () => clearInterval(timer);
   }, [anyActive, realtime]);
 
-  useEffect(() => auth.subscribeToRuns(() => reload(), (status) => setRealtime(status === "SUBSCRIBED")), []);
+  useEffect(() => {
+    // One reload for a burst of changes (a generating run writes one per batch).
+    let pending = null;
+    const changed = () => (pending = pending || setTimeout(() => ((pending = null), reload()), 500));
+    const stop = auth.subscribeToRuns(changed, (status) => setRealtime(status === "SUBSCRIBED"));
+    return () => (clearTimeout(pending), stop && stop());
+  }, []);
 
   const showRow = (id) => {
     const run = page && page.runs.find((item) => item.id === id);
@@ -244,6 +250,9 @@ function App() {
   const [state, setState] = useState({ phase: "loading" });
   const [problem, setProblem] = useState(null);
   const [, setVersion] = useState(0);
+  // A new sign-in starts the dashboard afresh; a refreshed token (Supabase, hourly) does not.
+  const [session, setSession] = useState(0);
+  const signedIn = () => (setProblem(null), setSession((n) => n + 1));
 
   const start = async () => {
     setState({ phase: "loading" });
@@ -260,7 +269,7 @@ function App() {
   useEffect(() => {
     if (state.phase !== "ready") return undefined;
     // The page's URL opened again in this tab with another token: only the fragment changed.
-    const onHash = () => state.auth.takeFragmentToken() && (setProblem(null), setVersion((v) => v + 1));
+    const onHash = () => state.auth.takeFragmentToken() && signedIn();
     window.addEventListener("hashchange", onHash);
     return () => window.removeEventListener("hashchange", onHash);
   }, [state]);
@@ -271,14 +280,14 @@ function App() {
     body = html`<div class="notice error" role="alert">The admin page could not start: ${state.message}.
       <div class="actions"><button type="button" class="retry" onClick=${start}>Retry</button></div></div>`;
   } else if (!state.auth.token || problem) {
-    body = html`<${SignIn} auth=${state.auth} problem=${problem} onSignedIn=${() => setProblem(null)} />`;
+    body = html`<${SignIn} auth=${state.auth} problem=${problem} onSignedIn=${signedIn} />`;
   } else {
-    body = html`<${Dashboard} key=${state.auth.token} config=${state.config} auth=${state.auth} onAuthProblem=${setProblem} />`;
+    body = html`<${Dashboard} key=${session} config=${state.config} auth=${state.auth} onAuthProblem=${setProblem} />`;
   }
-  const signedIn = state.phase === "ready" && state.auth.token;
+  const hasToken = state.phase === "ready" && state.auth.token;
   return html`<header>
       <h1>deepmem admin</h1>
-      ${signedIn ? html`<button type="button" onClick=${() => (setProblem(null), state.auth.signOut())}>Sign out</button>` : null}
+      ${hasToken ? html`<button type="button" onClick=${() => (setProblem(null), state.auth.signOut())}>Sign out</button>` : null}
     </header>
     <main>${body}</main>`;
 }
