@@ -337,3 +337,88 @@ def test_an_invalid_token_asks_to_sign_in_and_a_non_admin_sees_the_403(
     expect(problem).to_contain_text("only admins may use this API")
     expect(problem).to_contain_text("sign in with an admin account")
     snap(page, "sign-in-403")
+
+
+#: supabase-js as far as the page uses it (Auth, Realtime), for a project that cannot run here:
+#: Supabase's servers are not installable, so the cloud sign-in and the Realtime path are the
+#: page's own code against this stand-in, and the tokens it hands out are the local server's.
+FAKE_SUPABASE = """
+window.fakeSupabase = {calls: [], listeners: [], changes: []};
+window.supabase = {createClient(url, key) {
+  const fake = window.fakeSupabase;
+  fake.calls.push(["createClient", url, key]);
+  let session = null;
+  const tell = (event) => fake.listeners.forEach((listener) => listener(event, session));
+  return {
+    auth: {
+      async getSession() { return {data: {session}}; },
+      onAuthStateChange(listener) { fake.listeners.push(listener); return {data: {}}; },
+      async signInWithPassword({email, password}) {
+        fake.calls.push(["signInWithPassword", email]);
+        if (password !== "right") return {data: {}, error: {message: "Invalid login credentials"}};
+        session = {access_token: TOKEN};
+        tell("SIGNED_IN");
+        return {data: {session}, error: null};
+      },
+      async signOut() { session = null; tell("SIGNED_OUT"); },
+    },
+    realtime: {setAuth(token) { fake.calls.push(["setAuth", token]); }},
+    channel(name) {
+      const channel = {
+        on(kind, filter, listener) { fake.changes.push({kind, filter, listener}); return channel; },
+        subscribe(listener) { listener("SUBSCRIBED"); return channel; },
+      };
+      return channel;
+    },
+    removeChannel() {},
+  };
+}};
+window.fakeSupabase.emit = () => window.fakeSupabase.changes.forEach((c) => c.listener({}));
+"""
+
+
+def test_supabase_sign_in_and_realtime_updates_without_polling(stack: Stack, page: Page) -> None:
+    config = {
+        "api_base": "/v1/api/deep-memory",
+        "auth": "supabase",
+        "supabase_url": "https://ref.supabase.co",
+        "supabase_anon_key": "anon-key",
+    }
+    page.route(re.compile(r".*/dashboard/config\.json$"), lambda r: r.fulfill(json=config))
+    script = FAKE_SUPABASE.replace("TOKEN", f'"{stack.token}"')
+    page.route(
+        re.compile(r".*/dashboard/vendor/supabase\.js$"),
+        lambda r: r.fulfill(body=script, content_type="text/javascript"),
+    )
+    page.goto(f"{stack.url}/")
+    page.get_by_label("Email").fill("admin@example.com")
+    page.get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Invalid login credentials")
+    page.get_by_label("Password").fill("right")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Training history")).to_be_visible()
+    calls = page.evaluate("window.fakeSupabase.calls")
+    assert calls[0] == ["createClient", "https://ref.supabase.co", "anon-key"]
+    assert ["setAuth", stack.token] in calls
+    changes = page.evaluate("window.fakeSupabase.changes.map((c) => [c.kind, c.filter])")
+    assert changes == [
+        ["postgres_changes", {"event": "*", "schema": "public", "table": "training_runs"}]
+    ]
+    expect(page.locator(".live-status")).to_have_text("Live: Supabase Realtime.")
+
+    stack.pace.generation.clear()
+    run_id = generate(page)
+    expect(badge_of(page, run_id)).to_have_attribute("data-status", "generating")
+    listed: list[str] = []
+    page.on("request", lambda request: "/runs?" in request.url and listed.append(request.url))
+    stack.pace.generation.set()
+    stack.wait_for(run_id, RunStatus.GENERATED)
+    page.wait_for_timeout(2500)  # longer than a poll: none comes, Realtime is the live path
+    assert listed == []
+    expect(badge_of(page, run_id)).to_have_attribute("data-status", "generating")
+
+    page.evaluate("window.fakeSupabase.emit()")  # training_runs changed
+    expect(badge_of(page, run_id)).to_have_attribute("data-status", "generated")
+    expect(page.locator(".blocking-message")).to_contain_text("a run is awaiting review")
+    snap(page, "supabase-realtime")
