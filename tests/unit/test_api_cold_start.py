@@ -8,7 +8,7 @@ from tests.api_support import ROOT
 from tests.subprocess_support import run_python
 
 HEAVY = ("deeplake", "openai", "numpy", "onnxruntime", "tokenizers")
-FUNCTIONS = ("runs", "proceed", "delete", "settings", "authorizer")
+FUNCTIONS = ("runs", "proceed", "delete", "settings", "authorizer", "dashboard")
 
 PROBE = """
 import importlib.util, json, sys

@@ -10,7 +10,7 @@ import pytest
 from tests.api_support import ROOT
 from tests.subprocess_support import run_python
 
-API_FUNCTIONS = ("runs", "proceed", "delete", "settings", "authorizer")
+API_FUNCTIONS = ("runs", "proceed", "delete", "settings", "authorizer", "dashboard")
 TASK_FUNCTIONS = ("generate_batch", "train", "record_failure")
 LOCAL_ONLY = ("deepmem.local", "deepmem.cli", "moto", "unittest.mock")
 

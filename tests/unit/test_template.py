@@ -25,7 +25,10 @@ FUNCTIONS = {
     "TrainFunction": "train",
     "RecordFailureFunction": "record_failure",
     "AuthorizerFunction": "authorizer",
+    "DashboardFunction": "dashboard",
 }
+#: The admin page's routes: static files and its configuration, without the authorizer.
+PAGE_ROUTES = {"GET /", "GET /dashboard/{file+}"}
 HEAVY = {"GenerateBatchFunction", "TrainFunction"}
 API_PREFIX = "/v1/api/deep-memory"
 
@@ -149,7 +152,9 @@ def test_every_api_route_is_under_the_prefix_and_authorized_by_default(
     assert authorizer["FunctionArn"] == {"Fn::GetAtt": "AuthorizerFunction.Arn"}
     assert authorizer["EnableSimpleResponses"] is True
     routes = set()
-    for function in resources(template, "AWS::Serverless::Function").values():
+    for logical_id, function in resources(template, "AWS::Serverless::Function").items():
+        if logical_id == "DashboardFunction":
+            continue  # the page: test_the_admin_page_is_served_by_the_api_without_a_token
         for event in function["Properties"].get("Events", {}).values():
             if event["Type"] == "HttpApi":
                 props = event["Properties"]
@@ -171,7 +176,42 @@ def test_every_api_route_is_under_the_prefix_and_authorized_by_default(
 
 
 def test_outputs(template: dict[str, Any]) -> None:
-    assert {"ApiUrl", "StateMachineArn"} <= set(template["Outputs"])
+    assert {"ApiUrl", "StateMachineArn", "DashboardUrl"} <= set(template["Outputs"])
+
+
+def test_the_admin_page_is_served_by_the_api_without_a_token(template: dict[str, Any]) -> None:
+    function = template["Resources"]["DashboardFunction"]["Properties"]
+    events = function["Events"].values()
+    routes = {f"{e['Properties']['Method']} {e['Properties']['Path']}" for e in events}
+
+    assert routes == PAGE_ROUTES
+    for event in events:
+        assert event["Type"] == "HttpApi"
+        assert event["Properties"]["ApiId"] == {"Ref": "HttpApi"}
+        assert event["Properties"]["Auth"] == {"Authorizer": "NONE"}
+    assert "Policies" not in function  # it reads nothing but its own layer
+    assert "HeavyLayer" not in json.dumps(function.get("Layers", []))
+    url = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert url == "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/"
+
+
+def test_the_page_signs_in_with_the_projects_anon_key(template: dict[str, Any]) -> None:
+    variables = template["Resources"]["DashboardFunction"]["Properties"]["Environment"]
+    shared = template["Globals"]["Function"]["Environment"]["Variables"]
+
+    assert variables["Variables"]["SUPABASE_ANON_KEY"] == {"Ref": "SupabaseAnonKey"}
+    assert shared["SUPABASE_URL"] == {"Ref": "SupabaseUrl"}
+    assert template["Parameters"]["SupabaseAnonKey"]["Default"] == ""
+
+
+def test_cors_allows_the_configured_origin_with_the_pages_headers(
+    template: dict[str, Any],
+) -> None:
+    cors = template["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]
+
+    assert cors["AllowOrigins"] == [{"Ref": "CorsAllowOrigin"}]
+    assert {"authorization", "content-type"} <= set(cors["AllowHeaders"])
+    assert {"GET", "POST", "PUT", "DELETE"} <= set(cors["AllowMethods"])
 
 
 def test_layer_requirements_keep_the_heavy_libraries_out_of_the_common_layer() -> None:

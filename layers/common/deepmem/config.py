@@ -60,6 +60,9 @@ class Config(BaseModel):
         default=None, alias="SUPABASE_JWT_ISSUER", description="empty means <SUPABASE_URL>/auth/v1"
     )
     supabase_jwt_audience: str = Field(default="authenticated", alias="SUPABASE_JWT_AUDIENCE")
+    # Public by design (the browser holds it; RLS guards the data): the admin page signs in
+    # with Supabase Auth when the project URL and this key are both set.
+    supabase_anon_key: str | None = Field(default=None, alias="SUPABASE_ANON_KEY")
     supabase_jwt_secret: SecretStr | None = Field(
         default=None, alias="SUPABASE_JWT_SECRET", description="legacy HS256 secret (opt-in)"
     )
@@ -143,6 +146,7 @@ FUNCTION_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "train": (DATABASE,),
     "record_failure": (DATABASE,),
     "authorizer": (),
+    "dashboard": (),
 }
 
 
@@ -163,6 +167,8 @@ FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
     "record_failure": ("botocore",),
     # The JWKS over urllib (http.client); Secrets Manager only for a legacy HS256 secret.
     "authorizer": ("httplib",),
+    # The admin page: static files and its configuration, no client.
+    "dashboard": (),
 }
 
 

@@ -47,18 +47,27 @@ def local_admin_token(secret: str, hours: float = 12.0) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def authorizer_for(config: Config, console: Console) -> object:
+def authorizer_for(config: Config, console: Console) -> tuple[object, str | None]:
+    """The authorizer, and the local admin token when the server signs its own."""
     from deepmem.api.auth import AuthSettings, TokenVerifier, event_authorizer, settings_from_config
 
     settings = settings_from_config(config)
+    token = None
     if settings.issuer is None:
         secret = local_secret(config.home)
         settings = AuthSettings(
             jwks_url=None, issuer=LOCAL_ISSUER, hs256_secret=secret, admin_ids=settings.admin_ids
         )
+        token = local_admin_token(secret)
         console.print("no token issuer configured: local tokens, for example this admin one:")
-        console.print(f"Authorization: Bearer {local_admin_token(secret)}", soft_wrap=True)
-    return event_authorizer(TokenVerifier(settings))
+        console.print(f"Authorization: Bearer {token}", soft_wrap=True)
+    return event_authorizer(TokenVerifier(settings)), token
+
+
+def page_url(host: str, port: int, token: str | None) -> str:
+    """The admin page; with a local token in the fragment (never sent to the server, kept by
+    the page in the tab's session storage), opening it signs the admin in."""
+    return f"http://{host}:{port}/" + (f"#token={token}" if token else "")
 
 
 def run_server(console: Console, host: str, port: int) -> None:
@@ -72,15 +81,16 @@ def run_server(console: Console, host: str, port: int) -> None:
     sock = bind_socket(host, port)
     try:
         # Before the runtime: a misconfigured authorizer (a JWKS url with no issuer) fails at once.
-        authorize = authorizer_for(load_config(), console)
+        authorize, token = authorizer_for(load_config(), console)
         with Runtime(time_scale=0.05) as runtime:
             server = ApiServer(sock, LocalApi(authorize))  # type: ignore[arg-type]
+
+            def ready(url: str) -> None:
+                console.print(f"serving the API on {url}/v1/api/deep-memory (Ctrl-C stops)")
+                console.print(f"admin page: {page_url(host, port, token)}", soft_wrap=True)
+
             with use_run_service(runtime.runs()):
-                server.run(
-                    on_ready=lambda url: console.print(
-                        f"serving the API on {url}/v1/api/deep-memory (Ctrl-C stops)"
-                    )
-                )
+                server.run(on_ready=ready)
     finally:
         sock.close()
     console.print("stopped")

@@ -8,7 +8,8 @@ denials apart: an invalid or missing token is 401, a non-admin 403 (see `deepmem
 Powertools' resolver keeps the current event on a class attribute (one event per Lambda
 instance at a time), so requests are handled by the resolver one at a time; connections are
 still accepted concurrently, and the authorizer runs outside that lock. `GET /openapi.json`
-serves the spec without authentication. The sockets are `deepmem.local.http_server`'s.
+serves the spec without authentication, and so does the admin page (`/`, `/dashboard/...`, see
+`deepmem.dashboard.site`). The sockets are `deepmem.local.http_server`'s.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
 from deepmem.api.auth import AuthDecision, Authorize, Denial
+from deepmem.dashboard import site
 from deepmem.local.lambda_runtime import LocalLambdaContext, authorizer_event, http_api_event
 
 _DENIAL_DETAIL = {
@@ -38,6 +40,7 @@ class LocalApi:
         authorize: Authorize,
         resolver: APIGatewayHttpResolver | None = None,
         allow_origins: tuple[str, ...] = ("*",),
+        page_config: site.PageConfig | None = None,
     ):
         if resolver is None:
             from deepmem.api.app import app
@@ -47,6 +50,7 @@ class LocalApi:
         self.authorize = authorize
         self.allow_origins = allow_origins
         self._resolve_lock = threading.Lock()
+        self.page_config = page_config  # None: from the environment, on the first page request
 
     def handle(
         self, method: str, target: str, headers: dict[str, str], body: bytes = b""
@@ -66,12 +70,26 @@ class LocalApi:
             "access-control-max-age": "600",
         }
 
+    def _page(self, method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+        """The admin page (`/`, `/dashboard/...`): static files, no token needed."""
+        if not site.is_page_path(path):
+            return None
+        if self.page_config is None:
+            from deepmem.config import load_config
+
+            self.page_config = site.PageConfig.of(load_config())
+        page = site.answer(method, path, self.page_config)
+        return None if page is None else (page.status, page.headers, page.body)
+
     def _handle(
         self, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         if method == "OPTIONS" and "access-control-request-method" in headers:
             return 204, {}, b""  # a preflight carries no token: answered before the authorizer
         event = http_api_event(method, target, headers, body)
+        page = self._page(method, event["rawPath"])
+        if page is not None:
+            return page
         if method == "GET" and event["rawPath"] == "/openapi.json":
             from deepmem.api.app import openapi_json
 

@@ -1,0 +1,1 @@
+"""The admin page (static files under static/) and its server side."""
