@@ -59,7 +59,8 @@ class EmbeddedPostgres:
         )
         self._requested_port = port
         self.port: int | None = None
-        self._run_as: str | None = None
+        # As root the server runs as a dedicated user (it refuses root): pg_ctl too.
+        self._run_as: str | None = _SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
     def url(self) -> str:
@@ -72,6 +73,11 @@ class EmbeddedPostgres:
 
     def password(self) -> str:
         return self.password_file.read_text().strip()
+
+    @staticmethod
+    def programs() -> Path:
+        """The folder of the wheel's PostgreSQL programs (psql among them)."""
+        return _bin_dir()
 
     # lifecycle
 
@@ -125,6 +131,7 @@ class EmbeddedPostgres:
         if self._running_port() is None:
             self.port = None
             return
+        self._reach()
         self._run(_pg("pg_ctl"), ["-w", "-t", "60", "-m", "fast", "stop"])
         self.port = None
 
@@ -199,11 +206,18 @@ class EmbeddedPostgres:
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise StoreError(f"embedded PostgreSQL failed: {exc}\n{tail}") from exc
 
-    def _prepare_for_system_user(self) -> None:
-        """As root, run the server as a dedicated user that can reach the data directory."""
+    def _reach(self) -> None:
+        """As root, the server's user exists and can reach the data directory (its parent
+        folders readable: the package's way; the data directory itself stays 0700)."""
+        if self._run_as is None:
+            return
         utils = _package().utils
         utils.ensure_user_exists(_SYSTEM_USER)
         utils.ensure_prefix_permissions(self.data_dir)
+
+    def _prepare_for_system_user(self) -> None:
+        """As root, run the server as a dedicated user that owns the data directory."""
+        self._reach()
         shutil.chown(self.data_dir, _SYSTEM_USER, _SYSTEM_USER)
         for path in self.data_dir.rglob("*"):
             if path.owner() != _SYSTEM_USER:
@@ -215,6 +229,8 @@ def _is_postmaster_of(pid: int, data_dir: Path) -> bool:
     """`pid` is alive and a postgres serving `data_dir` (not a recycled pid)."""
     import psutil
 
+    if pid <= 0:  # a standalone backend (single-user mode, initdb's bootstrap) writes -pid
+        return False
     try:
         process = psutil.Process(pid)
         return process.name() == "postgres" and Path(process.cwd()).resolve() == data_dir
