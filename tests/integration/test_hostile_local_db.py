@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from deepmem.local.embedded_postgres import EmbeddedPostgres
+from deepmem.local.embedded_postgres import EmbeddedPostgres, _pg
 
 from tests.db import TestServer
 from tests.integration.test_cli import ROOT, deepmem
@@ -236,3 +236,26 @@ def test_a_second_process_shares_the_server_and_the_last_one_out_stops_it(
             server.kill()
             server.wait()
     assert _gone(postmaster), _log(tmp_path)
+
+
+def test_a_data_directory_of_the_trusting_version_is_locked_on_first_start(
+    tmp_path: Path,
+) -> None:
+    """A `.deepmem/postgres` an earlier deepmem made (`--auth=trust`, no password) keeps its
+    data and gets the password and the rules at its next start."""
+    data = tmp_path / "postgres"
+    older = EmbeddedPostgres(data)
+    older.data_dir.mkdir(parents=True)
+    if os.geteuid() == 0:
+        older._prepare_for_system_user()
+    older._run(_pg("initdb"), ["--auth=trust", "--encoding=utf8", "-U", "postgres"])
+    assert "trust" in (data / "pg_hba.conf").read_text()
+    assert not older.password_file.exists()
+
+    with EmbeddedPostgres(data).session() as server:
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres")
+        with psycopg.connect(server.url) as conn:
+            rules = conn.execute("select auth_method from pg_hba_file_rules").fetchall()
+        assert {method for (method,) in rules} == {"scram-sha-256"}
+    assert not server.running()
