@@ -259,3 +259,15 @@ def test_a_data_directory_of_the_trusting_version_is_locked_on_first_start(
             rules = conn.execute("select auth_method from pg_hba_file_rules").fetchall()
         assert {method for (method,) in rules} == {"scram-sha-256"}
     assert not server.running()
+
+
+def test_a_new_data_directory_beside_an_old_password_file_gets_its_own(tmp_path: Path) -> None:
+    first = EmbeddedPostgres(tmp_path / "postgres")
+    with first.session():
+        old_password = first.password()
+    shutil.rmtree(first.data_dir)  # the user removed the data, not the password file
+
+    with EmbeddedPostgres(tmp_path / "postgres").session() as again:
+        assert again.password() != old_password
+        with psycopg.connect(again.url) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)

@@ -104,7 +104,9 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             self._prepare_for_system_user()
         if not (self.data_dir / "PG_VERSION").exists():
-            # No method is trusted while the password is set (in single-user mode, below).
+            # No method is trusted while the password is set (in single-user mode, below); a
+            # password file left from an earlier data directory is not this one's.
+            self.password_file.unlink(missing_ok=True)
             self._run(_pg("initdb"), ["--auth=reject", "--encoding=utf8", "-U", SUPERUSER])
         running = self._running_port()
         if running is not None:
