@@ -15,6 +15,8 @@ import psycopg
 from deepmem.local.embedded_postgres import EmbeddedPostgres
 from deepmem.local.migrations import apply_bootstrap, apply_migrations
 
+from tests.processes import SESSION_ROOTS
+
 TEMPLATE = "deepmem_template"
 _counter = itertools.count()
 
@@ -62,10 +64,8 @@ def test_server() -> Iterator[TestServer]:
         yield server
         return
     root = Path(tempfile.mkdtemp(prefix="deepmem-pg-"))
-    embedded = EmbeddedPostgres(root / "data").start()
-    try:
+    SESSION_ROOTS.append(root)
+    with EmbeddedPostgres(root / "data").session() as embedded:
         server = TestServer(embedded.url, embedded)
         server.build_template()
         yield server
-    finally:
-        embedded.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +52,8 @@ class MemoryRunStore:
         # Strictly increasing timestamps keep "newest first" deterministic in fast tests.
         self._clock_base = datetime.now(UTC)
         self._ticks = itertools.count(1)
+        # run id -> (attempt, owner, expiry on the monotonic clock)
+        self._leases: dict[UUID, tuple[int, str, float]] = {}
 
     def _now(self) -> datetime:
         return self._clock_base + timedelta(microseconds=next(self._ticks))
@@ -210,8 +213,40 @@ class MemoryRunStore:
                 raise RunNotDeletableError(run_id, run.status, "deleted")
             deleted = len(self._pairs.pop(run_id, []))
             self._processed.pop(run_id, None)
+            self._leases.pop(run_id, None)
             del self._runs[run_id]
             return DeleteOutcome(training_run_id=run_id, deleted_pairs=deleted)
+
+    # local leases
+
+    def renew_lease(self, run_id: UUID, attempt: int, owner: str, ttl_seconds: float) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.attempt != attempt or run.status not in ACTIVE_STATUSES:
+                return False
+            now = time.monotonic()
+            held = self._leases.get(run_id)
+            if held is not None:
+                held_attempt, held_owner, expires = held
+                if held_attempt > attempt:
+                    return False
+                if held_attempt == attempt and held_owner != owner and expires > now:
+                    return False
+            self._leases[run_id] = (attempt, owner, now + max(ttl_seconds, 0.0))
+            return True
+
+    def expired_leases(self) -> list[TrainingRun]:
+        with self._lock:
+            now = time.monotonic()
+            expired = [
+                run
+                for run_id, (attempt, _, expires) in self._leases.items()
+                if (run := self._runs.get(run_id)) is not None
+                and run.attempt == attempt
+                and run.status in ACTIVE_STATUSES
+                and expires <= now
+            ]
+            return sorted(expired, key=lambda run: run.created_at)
 
     # settings
 

@@ -37,12 +37,11 @@ def deepmem(home: Path, *args: str, timeout: float = 240) -> subprocess.Complete
 
 @contextmanager
 def embedded_db(home: Path) -> Iterator[psycopg.Connection]:
-    server = EmbeddedPostgres(home / "postgres").start()
-    try:
-        with psycopg.connect(server.url_for(EMBEDDED_DATABASE)) as conn:
-            yield conn
-    finally:
-        server.stop()
+    with (
+        EmbeddedPostgres(home / "postgres").session() as server,
+        psycopg.connect(server.url_for(EMBEDDED_DATABASE)) as conn,
+    ):
+        yield conn
 
 
 @pytest.fixture(scope="module")

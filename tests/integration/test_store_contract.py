@@ -3,6 +3,7 @@ test database: the `store` fixture of this tier's conftest is each adapter in tu
 
 from __future__ import annotations
 
-from tests.contracts import include, run_store
+from tests.contracts import include, run_leases, run_store
 
 include(run_store, globals())
+include(run_leases, globals())

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.contracts import include, run_store
+from tests.contracts import include, run_leases, run_store
 from tests.fakes.memory_store import MemoryRunStore
 
 include(run_store, globals())
+include(run_leases, globals())
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from deepmem.domain.errors import (
     WorkflowError,
 )
 from deepmem.domain.models import Settings, SettingsUpdate, TrainerKind
-from deepmem.domain.status import RunStatus
+from deepmem.domain.status import Phase, RunStatus
 from deepmem.domain.trainers import effective_trainer
 from deepmem.services.runs import RunService
 
@@ -180,3 +180,52 @@ def test_a_run_that_is_not_active_is_left_as_it_is(service, store, workflow) -> 
     left = service.fail_if_orphaned(run_id)
 
     assert (left.status, left.error_message) == (RunStatus.GENERATING_FAILED, "cancelled")
+
+
+def test_a_run_whose_lease_expired_is_failed_with_its_phases_status(service, store) -> None:
+    run_id: UUID = service.start_generation(None).run.id
+    assert store.renew_lease(run_id, 1, "killed-process", 0.0)
+
+    failed = service.fail_lost_local_runs(store)
+
+    assert [run.id for run in failed] == [run_id]
+    run = store.get_run(run_id)
+    assert run.status is RunStatus.GENERATING_FAILED
+    assert run.error_message is not None
+    assert "local deepmem process" in run.error_message
+    assert f"deepmem proceed {run_id}" in run.error_message
+
+
+def test_a_training_run_whose_lease_expired_is_training_failed(service, store) -> None:
+    run = store.create_run("/data/kb", None)
+    store.set_total_chunks(run.id, 0)
+    store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATED)
+    store.transition(run.id, RunStatus.GENERATED, RunStatus.TRAINING)
+    assert store.renew_lease(run.id, 1, "killed-process", 0.0)
+
+    service.fail_lost_local_runs(store)
+
+    assert store.get_run(run.id).status is RunStatus.TRAINING_FAILED
+
+
+def test_a_live_lease_and_a_run_without_one_are_left_running(service, store) -> None:
+    leased: UUID = service.start_generation(None).run.id
+    assert store.renew_lease(leased, 1, "alive", 60.0)
+
+    assert service.fail_lost_local_runs(store) == []
+    assert store.get_run(leased).status is RunStatus.GENERATING
+
+
+def test_the_sweep_never_fails_a_newer_attempt(service, store) -> None:
+    """The compare-and-set is on the attempt: a run proceeded meanwhile is left as it is."""
+    run_id: UUID = service.start_generation(None).run.id
+    assert store.renew_lease(run_id, 1, "killed-process", 0.0)
+    expired = store.expired_leases()
+    store.transition(run_id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED)
+    store.transition(run_id, RunStatus.GENERATING_FAILED, RunStatus.GENERATING, next_attempt=True)
+
+    for run in expired:  # what a sweep read just before the proceed
+        service._fail(run, Phase.GENERATING, "late")
+
+    assert store.get_run(run_id).status is RunStatus.GENERATING
+    assert store.get_run(run_id).attempt == 2

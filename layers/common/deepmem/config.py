@@ -50,6 +50,12 @@ class Config(BaseModel):
         default="https://app.activeloop.ai", alias="DEEPMEM_ACTIVELOOP_API_URL"
     )
     state_machine_arn: str | None = Field(default=None, alias="STATE_MACHINE_ARN")
+    local_lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        alias="DEEPMEM_LOCAL_LEASE_SECONDS",
+        description="a local execution's lease on its run; renewed every third of it",
+    )
     # The API authorizer: Supabase access tokens, admins only.
     supabase_jwks_url: str | None = Field(
         default=None,

@@ -92,6 +92,21 @@ class RunStore(Protocol):
         ...
 
 
+class RunLeases(Protocol):
+    """A local execution's lease on its run (the local safety net): the process running it
+    renews the lease; an active run whose lease expired has lost its process. Executions in
+    Step Functions never take one. The run stores implement it."""
+
+    def renew_lease(self, run_id: UUID, attempt: int, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew `owner`'s lease on the run's `attempt` for `ttl_seconds`; False when
+        the run is not active at that attempt or another owner holds an unexpired lease."""
+        ...
+
+    def expired_leases(self) -> list[TrainingRun]:
+        """Active runs whose current attempt's lease has expired, oldest first."""
+        ...
+
+
 class ChunkSource(Protocol):
     """Read a DeepLake dataset by index ranges."""
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from deepmem.config import Config, load_config
@@ -59,6 +62,35 @@ class ProcessLock:
         self._file.close()
 
 
+class TerminatedError(SystemExit):
+    """SIGTERM or SIGHUP, raised in the main thread so every `with` block unwinds (the
+    embedded PostgreSQL is stopped, the local executions are stopped and their runs marked)."""
+
+
+@contextmanager
+def exit_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Within the block, `signals` end the process as an exception would (exit 128 + signal)
+    instead of killing it on the spot; SIGINT already does (KeyboardInterrupt). A server that
+    handles SIGTERM itself (graceful shutdown) and then re-raises it lands here as well."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    raised: list[int] = []
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        if not raised:  # a second signal must not break the shutdown the first one began
+            raised.append(signum)
+            raise TerminatedError(128 + signum)
+
+    previous = {sig: signal.signal(sig, terminate) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def quiet_handlers() -> None:
     for key, value in _QUIET_HANDLERS.items():
         os.environ.setdefault(key, value)
@@ -66,7 +98,9 @@ def quiet_handlers() -> None:
 
 class Runtime:
     """Opens the store (starting the embedded PostgreSQL when nothing else is configured) and
-    builds the workflow on demand; closes both, and stops a server it started, on exit."""
+    builds the workflow on demand; closes both, and stops the embedded server when no other
+    deepmem process uses it, on every exit: normal, error, SIGINT, SIGTERM, SIGHUP. This is the
+    one place a command's shutdown happens: `serve`, `demo` and `generate` run inside it."""
 
     def __init__(
         self,
@@ -79,15 +113,20 @@ class Runtime:
         self._time_scale = time_scale
         self._handlers = handlers
         self._embedded: Any = None
-        self._started_server = False
+        self._exit = ExitStack()
         self._store: RunStore | None = None
         self._workflow: Workflow | None = None
 
     # lifecycle
 
     def __enter__(self) -> Runtime:
-        if not self.config.database_url and not self.config.supabase_url:
-            self._open_embedded()
+        self._exit.enter_context(exit_on_signals())
+        try:
+            if not self.config.database_url and not self.config.supabase_url:
+                self._open_embedded()
+        except BaseException:
+            self._exit.close()
+            raise
         return self
 
     def __exit__(
@@ -96,17 +135,18 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        close = getattr(self._workflow, "close", None)
-        if close is not None:
-            close()
-        store_close = getattr(self._store, "close", None)
-        if store_close is not None:
-            store_close()
-        from deepmem import wiring
+        try:
+            close = getattr(self._workflow, "close", None)
+            if close is not None:
+                close()
+            store_close = getattr(self._store, "close", None)
+            if store_close is not None:
+                store_close()
+            from deepmem import wiring
 
-        wiring.forget_run_stores()
-        if self._embedded is not None and self._started_server:
-            self._embedded.stop()
+            wiring.forget_run_stores()
+        finally:
+            self._exit.close()  # the embedded server's session, then the signal handlers
 
     def _open_embedded(self) -> None:
         import psycopg
@@ -115,10 +155,7 @@ class Runtime:
         from deepmem.local.migrations import apply_bootstrap, apply_migrations
 
         data_dir = self.config.home.resolve() / "postgres"
-        self._embedded = EmbeddedPostgres(data_dir)
-        was_running = (data_dir / "postmaster.pid").exists() and self._embedded.running()
-        self._embedded.start()
-        self._started_server = not was_running
+        self._embedded = self._exit.enter_context(EmbeddedPostgres(data_dir).session())
         with psycopg.connect(self._embedded.url, autocommit=True) as conn:
             exists = conn.execute(
                 "select 1 from pg_database where datname = %s", (EMBEDDED_DATABASE,)
@@ -146,7 +183,17 @@ class Runtime:
             from deepmem import wiring
 
             self._store = wiring.shared_run_store(self.config)
+            self._sweep(self._store)
         return self._store
+
+    @staticmethod
+    def _sweep(store: RunStore) -> None:
+        """The local safety net, run by every command that opens the store: a run whose local
+        process was killed (its lease expired) is failed, so it can be proceeded."""
+        from deepmem.services.runs import fail_lost_local_runs
+
+        if hasattr(store, "expired_leases"):
+            fail_lost_local_runs(store, store)  # type: ignore[arg-type]
 
     @property
     def workflow(self) -> Workflow:
@@ -154,7 +201,11 @@ class Runtime:
             from deepmem import wiring
 
             if self.is_local:
-                options: dict[str, Any] = {"time_scale": self._time_scale}
+                options: dict[str, Any] = {
+                    "time_scale": self._time_scale,
+                    "leases": self.store,
+                    "lease_seconds": self.config.local_lease_seconds,
+                }
                 if self._handlers is not None:
                     self._workflow = wiring.build_local_workflow(
                         self.config, handlers=self._handlers(self), **options

@@ -36,9 +36,10 @@ from deepmem.domain.executions import execution_name
 from deepmem.domain.status import Phase
 from deepmem.local.functions import functions_dir, load_function
 from deepmem.local.lambda_runtime import ACCOUNT_ID, LocalLambdaContext, status_change_event
+from deepmem.local.lease import LeaseKeeper
 from deepmem.local.moto_interpreter import MotoInterpreter
 from deepmem.local.paths import repo_root
-from deepmem.ports import Execution, ExecutionState
+from deepmem.ports import Execution, ExecutionState, RunLeases
 
 DEFINITION_PATH = repo_root() / "statemachine" / "training.asl.json"
 
@@ -85,6 +86,10 @@ class LocalWorkflow:
     `handlers` maps each function of the ASL (its template logical id: `GenerateBatchFunction`,
     `TrainFunction`, `RecordFailureFunction`) to a `handler(event, context)`. Use as a context
     manager, or call `close()`: the AWS mock and the patches live as long as the instance.
+
+    With `leases` (the run store), each execution holds a lease on its run for
+    `lease_seconds`, taken when it starts and renewed while it runs, so the run of a process
+    that was killed is found and failed by the next command (`RunService.fail_lost_local_runs`).
     """
 
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -102,8 +107,11 @@ class LocalWorkflow:
         state_machine_name: str = "deepmem-training",
         close_timeout_seconds: float = 10.0,
         interpreter_logs: bool = False,
+        leases: RunLeases | None = None,
+        lease_seconds: float = 15.0,
     ) -> None:
         _check_options(handlers, time_scale, safety_net)
+        self._leases = None if leases is None else LeaseKeeper(leases, lease_seconds)
         self._handlers = dict(handlers)
         self._function_timeout = function_timeout_seconds
         self._safety_net = safety_net
@@ -133,9 +141,11 @@ class LocalWorkflow:
         with self._lock:
             execution = self._remote.start(run_id, phase, attempt)
             if execution.arn not in self._watchers:
+                if self._leases is not None:
+                    self._leases.renew(run_id, attempt)
                 watcher = threading.Thread(
                     target=self._watch,
-                    args=(execution.arn,),
+                    args=(execution.arn, run_id, attempt),
                     name=f"watch-{execution.name}",
                     daemon=True,
                 )
@@ -262,8 +272,9 @@ class LocalWorkflow:
     def _describe_arn(self, arn: str) -> Execution | None:
         return self._remote.describe_arn(arn)
 
-    def _watch(self, arn: str) -> None:
-        """Poll until the execution ends; then play EventBridge for a failed one."""
+    def _watch(self, arn: str, run_id: UUID, attempt: int) -> None:
+        """Poll until the execution ends, renewing its lease; then play EventBridge for a
+        failed one."""
         while True:
             with self._alive:
                 if self._closed:
@@ -271,7 +282,11 @@ class LocalWorkflow:
                 execution = self._describe_arn(arn)
             if execution is None or execution.state is not ExecutionState.RUNNING:
                 break
+            if self._leases is not None:
+                self._leases.renew_if_due(run_id, attempt)
             time.sleep(0.01)
+        if self._leases is not None:
+            self._leases.forget(run_id, attempt)
         if execution is None or execution.state not in FAILURE_STATUSES:
             return
         if self._safety_net is None:

@@ -41,10 +41,19 @@ from deepmem.domain.status import (
     phase_of,
 )
 from deepmem.domain.trainers import effective_trainer
-from deepmem.ports import Execution, ExecutionState, RunStore, Workflow
+from deepmem.ports import Execution, ExecutionState, RunLeases, RunStore, Workflow
 
 #: What an active run whose execution no longer exists keeps as its error.
 ORPHANED_MESSAGE = "interrupted: its execution no longer exists (the process running it ended)"
+
+
+def lease_expired_message(run_id: UUID, phase: Phase) -> str:
+    """What a run whose local process stopped keeps as its error: what happened, the way out."""
+    return (
+        f"interrupted: the local deepmem process running its {phase.value} stopped (its lease "
+        f"expired); resume it with `deepmem proceed {run_id}` (POST /proceed) or remove it "
+        f"with `deepmem delete {run_id}`"
+    )
 
 
 @dataclass(frozen=True)
@@ -164,17 +173,12 @@ class RunService:
             return run
         return self._fail(run, phase, reason)
 
+    def fail_lost_local_runs(self, leases: RunLeases) -> list[TrainingRun]:
+        """See `fail_lost_local_runs` (the module function, which needs no workflow)."""
+        return fail_lost_local_runs(self.store, leases)
+
     def _fail(self, run: TrainingRun, phase: Phase, reason: str) -> TrainingRun:
-        """Compare-and-set from the phase's active status at the run's attempt: a run that
-        moved on meanwhile is left as it is."""
-        self.store.transition(
-            run.id,
-            active_status(phase),
-            failed_status(phase),
-            error_message=reason,
-            attempt=run.attempt,
-        )
-        return self.store.get_run(run.id)
+        return fail_run(self.store, run, phase, reason)
 
     # reading and deleting
 
@@ -220,3 +224,29 @@ class RunService:
             is_cloud=is_cloud_dataset(self.dataset),
             effective_trainer=effective_trainer(settings, self.dataset),
         )
+
+
+def fail_run(store: RunStore, run: TrainingRun, phase: Phase, reason: str) -> TrainingRun:
+    """Compare-and-set from the phase's active status at the run's attempt: a run that moved
+    on meanwhile is left as it is."""
+    store.transition(
+        run.id,
+        active_status(phase),
+        failed_status(phase),
+        error_message=reason,
+        attempt=run.attempt,
+    )
+    return store.get_run(run.id)
+
+
+def fail_lost_local_runs(store: RunStore, leases: RunLeases) -> list[TrainingRun]:
+    """The local safety net: every active run whose local execution's lease expired (its
+    process was killed) is failed with its phase's status, through the same compare-and-set as
+    `RunService.fail_if_orphaned`, as the EventBridge rule does in AWS. Runs driven by Step
+    Functions hold no lease and are never touched. Returns the runs as they are afterwards."""
+    failed = []
+    for run in leases.expired_leases():
+        phase = phase_of(run.status)
+        if phase is not None:
+            failed.append(fail_run(store, run, phase, lease_expired_message(run.id, phase)))
+    return failed

@@ -190,6 +190,26 @@ class RpcRunStore(ABC):
         )
         return DeleteOutcome.model_validate(result)
 
+    # -- local leases -------------------------------------------------------------------
+
+    def renew_lease(self, run_id: UUID, attempt: int, owner: str, ttl_seconds: float) -> bool:
+        return bool(
+            self._call_value(
+                "renew_training_run_lease",
+                {
+                    "p_run_id": str(run_id),
+                    "p_attempt": attempt,
+                    "p_owner": owner,
+                    "p_ttl_seconds": ttl_seconds,
+                },
+                run_id=run_id,
+            )
+        )
+
+    def expired_leases(self) -> list[TrainingRun]:
+        rows = self._call_rows("expired_training_run_leases", {})
+        return [TrainingRun.model_validate(row) for row in rows]
+
     # -- settings -----------------------------------------------------------------------
 
     def get_settings(self) -> Settings:
