@@ -74,7 +74,7 @@ def test_row_level_security(database_url: str) -> None:
         conn.execute("select create_training_run('ds', null)")
         run_id = conn.execute("select id from training_runs").fetchone()[0]  # type: ignore[index]
         conn.execute(
-            "select record_training_batch(%s, %s::jsonb)",
+            "select record_training_batch(%s, 1, %s::jsonb)",
             (run_id, json.dumps([{"chunk_id": "c1", "questions": ["q?"]}])),
         )
     admin = {

@@ -13,7 +13,7 @@ from uuid import UUID
 from aws_lambda_powertools import Logger
 
 from deepmem.domain.chunks import Chunk
-from deepmem.domain.errors import DatasetError
+from deepmem.domain.errors import DatasetError, StaleWorkerError
 from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, TrainingRun
 from deepmem.ports import ChunkSource, GeneratedQuestions, QuestionGenerator, RunStore
 
@@ -82,12 +82,19 @@ class ChunkStream:
     look-up of the lane's next batch (one transaction each, one in flight at a time so the
     counters move in order, each in a worker thread so the loop keeps serving the LLM calls).
     On any failure no new chunk starts, the ones in flight finish, and every answer is written
-    before the error is raised, so resume never pays for a chunk twice."""
+    before the error is raised, so resume never pays for a chunk twice.
+
+    Every round trip carries the worker's attempt. A run cancelled (or failed) in this attempt
+    still records it and answers `stop`: no new chunk starts, the ones in flight finish and are
+    recorded, then StaleWorkerError ends the lane. A refused round trip (the run moved to
+    another attempt or phase: nothing recorded) cancels the chunks in flight too, so no LLM
+    call is made after the refusal."""
 
     def __init__(
         self,
         store: RunStore,
         run_id: UUID,
+        attempt: int,
         generator: QuestionGenerator,
         settings: Settings,
     ) -> None:
@@ -97,6 +104,7 @@ class ChunkStream:
         self.round_trips = 0
         self._store = store
         self._run_id = run_id
+        self._attempt = attempt
         self._generator = generator
         self._count = settings.questions_per_chunk
         self.slots = AdaptiveSlots(settings.concurrency)
@@ -187,6 +195,7 @@ class ChunkStream:
                 return frozenset()
             record = BatchRecord(
                 run_id=self._run_id,
+                attempt=self._attempt,
                 chunks=[
                     ChunkQuestions(chunk_id=r.chunk_id, questions=r.questions) for r in answered
                 ],
@@ -197,6 +206,9 @@ class ChunkStream:
             self.round_trips += 1
             try:
                 outcome = await asyncio.to_thread(self._store.record_batch, record)
+            except StaleWorkerError:
+                self._cancel_in_flight()  # refused: nothing of this worker is wanted any more
+                raise
             except BaseException:
                 # Kept for the next round trip: writing them again is harmless (a chunk
                 # already recorded is ignored whole) if this one did commit after all.
@@ -208,4 +220,13 @@ class ChunkStream:
             self.tally.llm_calls += sum(r.llm_calls for r in answered)
             self.tally.retries += sum(r.retries for r in answered)
             self.tally.tokens_used += sum(r.tokens_used for r in answered)
+            if outcome.stop and not any(isinstance(f, StaleWorkerError) for f in self.failures):
+                run = outcome.run
+                self.failures.append(
+                    StaleWorkerError(run.id, run.status, run.attempt, self._attempt)
+                )
             return outcome.processed
+
+    def _cancel_in_flight(self) -> None:
+        for task in self._in_flight:
+            task.cancel()
