@@ -14,13 +14,23 @@ from aws_lambda_powertools import Logger
 
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.errors import DatasetError, StaleWorkerError
-from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, TrainingRun
+from deepmem.domain.models import (
+    BatchOutcome,
+    BatchRecord,
+    ChunkQuestions,
+    Settings,
+    TrainingRun,
+)
 from deepmem.ports import ChunkSource, GeneratedQuestions, QuestionGenerator, RunStore
 
 logger = Logger(child=True)
 
 #: Stop taking new batches when less than this is left of the invocation (milliseconds).
 MIN_REMAINING_MS = 20_000
+
+#: A lane with no round trip for this long makes one (writing the answers so far): a cancel or a
+#: new attempt is learned within it even while every slot waits on a slow LLM (seconds).
+HEARTBEAT_S = 2.0
 
 
 @dataclass
@@ -97,6 +107,8 @@ class ChunkStream:
         attempt: int,
         generator: QuestionGenerator,
         settings: Settings,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.run: TrainingRun | None = None
         self.tally = Tally()
@@ -112,6 +124,17 @@ class ChunkStream:
         self._answered: list[GeneratedQuestions] = []
         self._writing = asyncio.Lock()
         self._slowest_ms = 0.0
+        # Set in the store's thread the moment a round trip says stop or is refused, so no
+        # chunk starts after that answer even before the loop reads it.
+        self._stopped = False
+        self._heartbeat_s = heartbeat_s
+        self._last_trip = time.monotonic()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """No new chunk may start: a failure, a stop or a refusal."""
+        return self._stopped or bool(self.failures)
 
     def margin_ms(self) -> float:
         """Time to keep in hand before starting more: the in-flight chunks must finish."""
@@ -137,7 +160,7 @@ class ChunkStream:
 
     async def submit(self, chunk: Chunk) -> None:
         started = await self.slots.acquire()
-        if self.failures:
+        if self.stopping:
             await self.slots.release(started, None)
             return
         task = asyncio.create_task(self._generate(chunk, started))
@@ -153,7 +176,23 @@ class ChunkStream:
         except Exception as exc:
             self.failures.append(exc)
 
+    def start_heartbeat(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(max(0.0, self._last_trip + self._heartbeat_s - time.monotonic()))
+            if time.monotonic() - self._last_trip < self._heartbeat_s or self.stopping:
+                continue
+            try:
+                await self._write([], beat=True)
+            except Exception as exc:
+                self.failures.append(exc)
+
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.wait({self._heartbeat})
         for task in self._in_flight:
             task.cancel()
         if self._in_flight:
@@ -175,6 +214,8 @@ class ChunkStream:
     async def _generate(self, chunk: Chunk, started: float) -> None:
         pushed_back: bool | None = None
         try:
+            if self._stopped:  # the answer came while this task waited for the loop
+                return
             answer = await self._generator.generate(chunk, self._count)
             pushed_back = answer.retries > 0
             # Appended after the await: `_write` swaps the list meanwhile.
@@ -185,13 +226,13 @@ class ChunkStream:
             self._slowest_ms = max(self._slowest_ms, (time.monotonic() - started) * 1000)
             await self.slots.release(started, pushed_back)
 
-    async def _write(self, look_up: list[str]) -> frozenset[str]:
+    async def _write(self, look_up: list[str], beat: bool = False) -> frozenset[str]:
         """One round trip: write the answers received so far, ask which of `look_up` the run
         has processed. Skipped when there is nothing to write or ask, once the run was seen
         (the first round trip also checks the run is still generating)."""
         async with self._writing:
             answered, self._answered = self._answered, []
-            if not answered and not look_up and self.run is not None:
+            if not answered and not look_up and self.run is not None and not beat:
                 return frozenset()
             record = BatchRecord(
                 run_id=self._run_id,
@@ -204,8 +245,9 @@ class ChunkStream:
                 look_up=look_up,
             )
             self.round_trips += 1
+            self._last_trip = time.monotonic()
             try:
-                outcome = await asyncio.to_thread(self._store.record_batch, record)
+                outcome = await asyncio.to_thread(self._record, record)
             except StaleWorkerError:
                 self._cancel_in_flight()  # refused: nothing of this worker is wanted any more
                 raise
@@ -226,6 +268,16 @@ class ChunkStream:
                     StaleWorkerError(run.id, run.status, run.attempt, self._attempt)
                 )
             return outcome.processed
+
+    def _record(self, record: BatchRecord) -> BatchOutcome:
+        """In the store's thread."""
+        try:
+            outcome = self._store.record_batch(record)
+        except StaleWorkerError:
+            self._stopped = True
+            raise
+        self._stopped = self._stopped or outcome.stop
+        return outcome
 
     def _cancel_in_flight(self) -> None:
         for task in self._in_flight:

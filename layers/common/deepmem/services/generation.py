@@ -132,6 +132,7 @@ class GenerationService:
         source = self._chunk_source_for(setup.dataset)
         generator = self._generator_for(setup.settings)
         stream = ChunkStream(self._store, run_id, attempt, generator, setup.settings)
+        stream.start_heartbeat()
         try:
             cursor = await self._feed(stream, source, lane, setup, remaining_ms)
             await stream.drain()
@@ -184,7 +185,7 @@ class GenerationService:
             while ahead is not None:
                 batch = await ahead
                 ahead = None
-                if batch is None or stream.failures:
+                if batch is None or stream.stopping:
                     break
                 if remaining_ms is not None and remaining_ms() < stream.margin_ms():
                     break
@@ -195,10 +196,10 @@ class GenerationService:
                         )
                     )
                 for chunk in batch.unprocessed:
-                    if stream.failures:
+                    if stream.stopping:
                         break
                     await stream.submit(chunk)
-                if stream.failures:
+                if stream.stopping:
                     break
                 cursor = batch.stop
         finally:
