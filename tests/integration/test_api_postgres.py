@@ -109,7 +109,7 @@ def test_a_generation_failure_blocks_until_proceeded_and_completed(fn, on_any_st
     store.record_batch(
         BatchRecord(
             run_id=run_id,
-            attempt=1,
+            attempt=2,
             chunks=[ChunkQuestions(chunk_id=f"c{i}", questions=[f"q{i}"]) for i in range(3)],
         )
     )
