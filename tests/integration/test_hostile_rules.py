@@ -22,12 +22,12 @@ from deepmem.domain.models import BatchRecord, ChunkQuestions
 
 from tests.fakes.postgrest import FakePostgrest, make_token
 
-ADMIN = {
+ADMIN: dict[str, Any] = {
     "sub": "00000000-0000-0000-0000-000000000001",
     "role": "authenticated",
     "app_metadata": {"role": "admin"},
 }
-USER = {
+USER: dict[str, Any] = {
     "sub": "00000000-0000-0000-0000-000000000002",
     "role": "authenticated",
     "app_metadata": {"provider": "email"},
