@@ -1,6 +1,8 @@
 """State machine task: plan a generation, walk one lane batch by batch, finish.
 
-Domain errors propagate: their class name is the error the ASL's Retry and Catch see.
+Domain errors propagate: their class name is the error the ASL's Retry and Catch see. Every
+write carries the execution's attempt; `StaleWorkerError` (the run was cancelled, proceeded or
+moved on) ends the invocation at once, so a Lambda that outlived its execution stops there.
 """
 
 from __future__ import annotations
@@ -60,19 +62,21 @@ def handle(
     task = _TASK.validate_python(event)
     logger.append_keys(run_id=str(task.run_id), phase="generating", attempt=task.attempt)
     if isinstance(task, PlanTask):
-        plan = service.plan(task.run_id)
+        plan = service.plan(task.run_id, attempt=task.attempt)
         metrics.add_metric(name="ChunksPlanned", unit=MetricUnit.Count, value=plan.total_chunks)
         return plan.model_dump(mode="json")
     if isinstance(task, BatchTask):
         remaining = context.get_remaining_time_in_millis if context is not None else None
-        progress = service.batch(task.run_id, task.lane, remaining_ms=remaining, setup=task.setup)
+        progress = service.batch(
+            task.run_id, task.lane, remaining_ms=remaining, setup=task.setup, attempt=task.attempt
+        )
         metrics.add_metric(name="ChunksProcessed", unit=MetricUnit.Count, value=progress.new_chunks)
         metrics.add_metric(name="PairsWritten", unit=MetricUnit.Count, value=progress.new_pairs)
         metrics.add_metric(name="LlmCalls", unit=MetricUnit.Count, value=progress.llm_calls)
         metrics.add_metric(name="LlmRetries", unit=MetricUnit.Count, value=progress.retries)
         metrics.add_metric(name="LlmTokens", unit=MetricUnit.Count, value=progress.tokens_used)
         return progress.model_dump(mode="json")
-    run = service.finish(task.run_id)
+    run = service.finish(task.run_id, attempt=task.attempt)
     return {
         "run_id": str(run.id),
         "attempt": run.attempt,

@@ -16,6 +16,13 @@ alter table public.deep_memory_settings
   add column max_chunks_per_run integer,
   add column trainer text not null default 'auto';
 
+-- The first schema let these be any integer: bring an out-of-range value into range, so the
+-- constraint below applies over any data (a no-op on a database of defaults).
+update public.deep_memory_settings
+   set questions_per_chunk = least(greatest(questions_per_chunk, 1), 10),
+       batch_size = least(greatest(batch_size, 1), 1000)
+ where questions_per_chunk not between 1 and 10 or batch_size not between 1 and 1000;
+
 alter table public.deep_memory_settings
   add constraint deep_memory_settings_ranges check (
     questions_per_chunk between 1 and 10
@@ -26,9 +33,31 @@ alter table public.deep_memory_settings
     and trainer in ('auto', 'deep_memory', 'query_adapter')
   );
 
--- At most one unfinished run per dataset, whatever the caller does.
-create unique index training_runs_one_unfinished_per_dataset
-  on public.training_runs (dataset) where status <> 'completed';
+-- At most one unfinished run per dataset, whatever the caller does. A database of the first
+-- product may hold several (it never blocked a second run): then the index is left to
+-- 20241201000000, which keeps every run, parks the extra ones and makes the rule global.
+do $$
+begin
+  if not exists (select 1 from public.training_runs where status <> 'completed'
+                  group by dataset having count(*) > 1) then
+    create unique index training_runs_one_unfinished_per_dataset
+      on public.training_runs (dataset) where status <> 'completed';
+  end if;
+end
+$$;
+
+-- The first schema let a pair be stored twice: keep one of each (the oldest), so the index
+-- below applies; the count follows the pairs.
+with twins as (
+  delete from public.training_pairs p
+   using public.training_pairs q
+   where p.run_id = q.run_id and p.chunk_id = q.chunk_id and p.question = q.question
+     and p.id > q.id
+  returning p.run_id
+)
+update public.training_runs r set pair_count = (
+  select count(*) from public.training_pairs p where p.run_id = r.id)
+ where r.id in (select run_id from twins);
 
 -- Re-writing a batch's pairs is a no-op (md5: a question may exceed a btree entry).
 create unique index training_pairs_unique_question

@@ -14,6 +14,7 @@ from deepmem.domain.errors import (
     RunNotDeletableError,
     RunNotFoundError,
     SettingsLockedError,
+    StaleWorkerError,
 )
 from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, TrainerKind
 from deepmem.domain.status import TRANSITIONS, RunStatus
@@ -25,6 +26,7 @@ DATASET = "./corpus-ds"
 def _batch(run_id: UUID, spec: dict[str, list[str]], calls: int = 0) -> BatchRecord:
     return BatchRecord(
         run_id=run_id,
+        attempt=1,
         chunks=[ChunkQuestions(chunk_id=c, questions=q) for c, q in spec.items()],
         llm_calls=calls,
     )
@@ -32,7 +34,7 @@ def _batch(run_id: UUID, spec: dict[str, list[str]], calls: int = 0) -> BatchRec
 
 def _generated_run(store: RunStore) -> UUID:
     run = store.create_run(DATASET, uuid4())
-    store.set_total_chunks(run.id, 2)
+    store.set_total_chunks(run.id, 2, attempt=1)
     store.record_batch(_batch(run.id, {"c1": ["q1?"], "c2": []}))
     moved = store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATED)
     assert moved is not None
@@ -145,7 +147,7 @@ def test_proceed_clears_error_and_counts_the_attempt(store: RunStore) -> None:
 
 def test_generated_requires_every_chunk_processed(store: RunStore) -> None:
     run = store.create_run(DATASET, None)
-    store.set_total_chunks(run.id, 3)
+    store.set_total_chunks(run.id, 3, attempt=1)
     store.record_batch(_batch(run.id, {"a": ["qa?"], "b": []}))
     with pytest.raises(IncompleteGenerationError):
         store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATED)
@@ -214,11 +216,78 @@ def test_duplicate_questions_within_a_chunk_are_written_once(store: RunStore) ->
     assert store.get_run(run.id).pair_count == 1
 
 
-def test_batch_refused_when_run_is_not_generating(store: RunStore) -> None:
+def test_a_batch_of_a_cancelled_attempt_is_recorded_and_says_stop(store: RunStore) -> None:
+    run_id = _move_to(store, RunStatus.GENERATING_FAILED)  # e.g. cancelled at attempt 1
+    outcome = store.record_batch(_batch(run_id, {"x": ["q?"]}, calls=1))
+    assert outcome.stop and (outcome.new_chunks, outcome.new_pairs) == (1, 1)
+    after = store.get_run(run_id)
+    assert (after.status, after.processed_chunks, after.pair_count, after.llm_calls) == (
+        RunStatus.GENERATING_FAILED,
+        1,
+        1,
+        1,
+    )
+    live = store.transition(
+        run_id, RunStatus.GENERATING_FAILED, RunStatus.GENERATING, next_attempt=True
+    )
+    assert live is not None
+    going = store.record_batch(BatchRecord(run_id=run_id, attempt=2, chunks=[], look_up=["x", "y"]))
+    assert not going.stop and going.processed == {"x"}
+
+
+def test_a_batch_of_an_older_attempt_is_refused_and_writes_nothing(store: RunStore) -> None:
     run_id = _move_to(store, RunStatus.GENERATING_FAILED)
-    with pytest.raises(InvalidTransitionError):
+    assert store.transition(
+        run_id, RunStatus.GENERATING_FAILED, RunStatus.GENERATING, next_attempt=True
+    )
+    with pytest.raises(StaleWorkerError) as caught:
         store.record_batch(_batch(run_id, {"x": ["q?"]}))
-    assert store.get_run(run_id).processed_chunks == 0
+    assert (caught.value.current, caught.value.run_attempt, caught.value.attempt) == (
+        "generating",
+        "2",
+        1,
+    )
+    with pytest.raises(StaleWorkerError):  # a look-up alone too
+        store.record_batch(BatchRecord(run_id=run_id, attempt=1, chunks=[], look_up=["x"]))
+    with pytest.raises(StaleWorkerError):  # and a newer attempt than the run's
+        store.record_batch(BatchRecord(run_id=run_id, attempt=3, chunks=[]))
+    after = store.get_run(run_id)
+    assert (after.processed_chunks, after.pair_count) == (0, 0)
+    assert store.list_pairs(run_id) == []
+
+
+@pytest.mark.parametrize(
+    "status", [RunStatus.GENERATED, RunStatus.TRAINING, RunStatus.TRAINING_FAILED]
+)
+def test_a_batch_is_refused_once_generation_is_over(store: RunStore, status: RunStatus) -> None:
+    run_id = _move_to(store, status)
+    before = store.get_run(run_id)
+    with pytest.raises(StaleWorkerError):
+        store.record_batch(_batch(run_id, {"late": ["q?"]}))
+    assert store.get_run(run_id).pair_count == before.pair_count
+
+
+def test_worker_writes_are_refused_at_another_attempt_or_phase(store: RunStore) -> None:
+    generating = store.create_run(DATASET, None).id
+    with pytest.raises(StaleWorkerError):
+        store.set_total_chunks(generating, 5, attempt=2)
+    with pytest.raises(StaleWorkerError):  # a training write during generation
+        store.set_training_job(generating, "job-1", attempt=1)
+    assert store.get_run(generating).total_chunks == 0
+    assert store.transition(generating, RunStatus.GENERATING, RunStatus.GENERATING_FAILED)
+    with pytest.raises(StaleWorkerError):  # cancelled: the plan's write is refused
+        store.set_total_chunks(generating, 5, attempt=1)
+    store.delete_run(generating)
+    training = _move_to(store, RunStatus.TRAINING)
+    with pytest.raises(StaleWorkerError):
+        store.set_training_job(training, "job-1", attempt=2)
+    with pytest.raises(StaleWorkerError):
+        store.set_metrics(training, {"recall@10": 1.0}, attempt=2)
+    assert store.transition(training, RunStatus.TRAINING, RunStatus.TRAINING_FAILED)
+    with pytest.raises(StaleWorkerError):
+        store.set_metrics(training, {"recall@10": 1.0}, attempt=1)
+    after = store.get_run(training)
+    assert (after.deeplake_job_id, after.metrics) == (None, {})
 
 
 def test_a_batch_says_which_chunks_of_its_look_up_are_processed(store: RunStore) -> None:
@@ -227,6 +296,7 @@ def test_a_batch_says_which_chunks_of_its_look_up_are_processed(store: RunStore)
     written = store.record_batch(
         BatchRecord(
             run_id=run.id,
+            attempt=1,
             chunks=[ChunkQuestions(chunk_id="c", questions=["What is C?"])],
             llm_calls=1,
             look_up=["a", "c", "d", "b"],
@@ -236,20 +306,22 @@ def test_a_batch_says_which_chunks_of_its_look_up_are_processed(store: RunStore)
     assert written.processed == {"a", "b", "c"}
     assert (written.new_chunks, written.run.processed_chunks) == (1, 3)
     # A look-up alone writes nothing and changes no counter.
-    alone = store.record_batch(BatchRecord(run_id=run.id, chunks=[], look_up=["d", "a", "e"]))
+    alone = store.record_batch(
+        BatchRecord(run_id=run.id, attempt=1, chunks=[], look_up=["d", "a", "e"])
+    )
     assert (alone.new_chunks, alone.new_pairs, alone.processed) == (0, 0, {"a"})
     after = store.get_run(run.id)
     assert alone.run == after
     assert (after.processed_chunks, after.pair_count, after.llm_calls) == (3, 2, 3)
-    assert store.record_batch(BatchRecord(run_id=run.id, chunks=[])).processed == frozenset()
+    assert (
+        store.record_batch(BatchRecord(run_id=run.id, attempt=1, chunks=[])).processed
+        == frozenset()
+    )
 
 
-def test_a_look_up_alone_is_refused_when_run_is_not_generating(store: RunStore) -> None:
-    run_id = _move_to(store, RunStatus.GENERATING_FAILED)
-    with pytest.raises(InvalidTransitionError):
-        store.record_batch(BatchRecord(run_id=run_id, chunks=[], look_up=["x"]))
+def test_a_look_up_of_an_unknown_run_is_refused(store: RunStore) -> None:
     with pytest.raises(RunNotFoundError):
-        store.record_batch(BatchRecord(run_id=uuid4(), chunks=[], look_up=["x"]))
+        store.record_batch(BatchRecord(run_id=uuid4(), attempt=1, chunks=[], look_up=["x"]))
 
 
 def test_pairs_are_paged_in_insertion_order(store: RunStore) -> None:
@@ -263,16 +335,16 @@ def test_pairs_are_paged_in_insertion_order(store: RunStore) -> None:
 
 def test_job_id_and_metrics_are_kept(store: RunStore) -> None:
     run_id = _move_to(store, RunStatus.TRAINING)
-    assert store.set_training_job(run_id, "job-123").deeplake_job_id == "job-123"
-    assert store.set_metrics(run_id, {"recall@10": {"before": 0.4, "after": 0.5}}).metrics == {
-        "recall@10": {"before": 0.4, "after": 0.5}
-    }
+    assert store.set_training_job(run_id, "job-123", attempt=1).deeplake_job_id == "job-123"
+    assert store.set_metrics(
+        run_id, {"recall@10": {"before": 0.4, "after": 0.5}}, attempt=1
+    ).metrics == {"recall@10": {"before": 0.4, "after": 0.5}}
 
 
 def test_job_id_only_while_training(store: RunStore) -> None:
     run_id = _move_to(store, RunStatus.GENERATED)
     with pytest.raises(InvalidTransitionError):
-        store.set_training_job(run_id, "job-1")
+        store.set_training_job(run_id, "job-1", attempt=1)
 
 
 def test_settings_round_trip_and_lock(store: RunStore) -> None:

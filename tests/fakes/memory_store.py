@@ -21,6 +21,7 @@ from deepmem.domain.errors import (
     RunNotDeletableError,
     RunNotFoundError,
     SettingsLockedError,
+    StaleWorkerError,
 )
 from deepmem.domain.models import (
     BatchOutcome,
@@ -138,30 +139,35 @@ class MemoryRunStore:
                 attempt=run.attempt + 1 if next_attempt else run.attempt,
             )
 
-    def _run_in(self, run_id: UUID, status: RunStatus) -> TrainingRun:
+    def _worker_run(self, run_id: UUID, attempt: int, *statuses: RunStatus) -> TrainingRun:
+        """Like the SQL `lock_worker_run`: the run at the worker's attempt, in its phase."""
         run = self._run(run_id)
-        if run.status is not status:
-            raise InvalidTransitionError(run_id, run.status, status)
+        if run.attempt != attempt or run.status not in statuses:
+            raise StaleWorkerError(run_id, run.status, run.attempt, attempt)
         return run
 
-    def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun:
+    def set_total_chunks(self, run_id: UUID, total_chunks: int, *, attempt: int) -> TrainingRun:
         with self._lock:
-            run = self._run_in(run_id, RunStatus.GENERATING)
+            run = self._worker_run(run_id, attempt, RunStatus.GENERATING)
             return self._save(run, total_chunks=total_chunks)
 
-    def set_training_job(self, run_id: UUID, job_id: str | None) -> TrainingRun:
+    def set_training_job(self, run_id: UUID, job_id: str | None, *, attempt: int) -> TrainingRun:
         with self._lock:
-            return self._save(self._run_in(run_id, RunStatus.TRAINING), deeplake_job_id=job_id)
+            run = self._worker_run(run_id, attempt, RunStatus.TRAINING)
+            return self._save(run, deeplake_job_id=job_id)
 
-    def set_metrics(self, run_id: UUID, metrics: dict[str, Any]) -> TrainingRun:
+    def set_metrics(self, run_id: UUID, metrics: dict[str, Any], *, attempt: int) -> TrainingRun:
         with self._lock:
-            return self._save(self._run(run_id), metrics=dict(metrics))
+            run = self._worker_run(run_id, attempt, RunStatus.TRAINING)
+            return self._save(run, metrics=dict(metrics))
 
     # pairs
 
     def record_batch(self, batch: BatchRecord) -> BatchOutcome:
         with self._lock:
-            run = self._run_in(batch.run_id, RunStatus.GENERATING)
+            run = self._worker_run(
+                batch.run_id, batch.attempt, RunStatus.GENERATING, RunStatus.GENERATING_FAILED
+            )
             processed = self._processed[run.id]
             new_chunks = 0
             new_pairs = 0
@@ -195,6 +201,7 @@ class MemoryRunStore:
                 new_pairs=new_pairs,
                 run=run,
                 processed=frozenset(processed & set(batch.look_up)),
+                stop=run.status is not RunStatus.GENERATING,
             )
 
     def processed_chunk_ids(self, run_id: UUID, chunk_ids: Sequence[str]) -> set[str]:

@@ -62,10 +62,11 @@ def on_any_store(fn: dict[str, ModuleType], any_store: Any) -> Iterator[Any]:
 
 
 def finish_generation(store: PostgresStore, run_id: UUID, chunks: int = 3) -> None:
-    store.set_total_chunks(run_id, chunks)
+    store.set_total_chunks(run_id, chunks, attempt=1)
     store.record_batch(
         BatchRecord(
             run_id=run_id,
+            attempt=1,
             chunks=[ChunkQuestions(chunk_id=f"c{i}", questions=[f"q{i}"]) for i in range(chunks)],
         )
     )
@@ -83,9 +84,11 @@ def get(module: ModuleType, path: str) -> Any:
 def test_a_generation_failure_blocks_until_proceeded_and_completed(fn, on_any_store) -> None:
     store = on_any_store
     run_id = UUID(post(fn["runs"], "/generate").body["training_run_id"])
-    store.set_total_chunks(run_id, 3)
+    store.set_total_chunks(run_id, 3, attempt=1)
     store.record_batch(
-        BatchRecord(run_id=run_id, chunks=[ChunkQuestions(chunk_id="c0", questions=["q0"])])
+        BatchRecord(
+            run_id=run_id, attempt=1, chunks=[ChunkQuestions(chunk_id="c0", questions=["q0"])]
+        )
     )
     store.transition(
         run_id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED, error_message="LLM 401"
@@ -106,6 +109,7 @@ def test_a_generation_failure_blocks_until_proceeded_and_completed(fn, on_any_st
     store.record_batch(
         BatchRecord(
             run_id=run_id,
+            attempt=2,
             chunks=[ChunkQuestions(chunk_id=f"c{i}", questions=[f"q{i}"]) for i in range(3)],
         )
     )
@@ -121,7 +125,7 @@ def test_a_training_failure_blocks_until_proceeded(fn, on_any_store) -> None:
     run_id = UUID(post(fn["runs"], "/generate").body["training_run_id"])
     finish_generation(store, run_id)
     assert post(fn["runs"], "/train", {"training_run_id": str(run_id)}).status == 202
-    store.set_training_job(run_id, "job-1")
+    store.set_training_job(run_id, "job-1", attempt=1)
     store.transition(run_id, RunStatus.TRAINING, RunStatus.TRAINING_FAILED, error_message="quota")
 
     assert post(fn["runs"], "/generate").status == 409

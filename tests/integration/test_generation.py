@@ -93,12 +93,15 @@ def test_a_lane_makes_one_store_round_trip_per_batch(
         plan = svc.plan(run.id)
         if resumed:  # the first 15 chunks of lane 0 processed before: one batch whole, one half
             first = svc.batch(
-                run.id, plan.lanes[0].model_copy(update={"stop": 15}), setup=plan.setup
+                run.id,
+                plan.lanes[0].model_copy(update={"stop": 15}),
+                setup=plan.setup,
+                attempt=plan.attempt,
             )
             assert first.new_chunks == 15
         for lane in plan.lanes:
             counting.round_trips.clear()
-            progress = svc.batch(run.id, lane, setup=plan.setup)
+            progress = svc.batch(run.id, lane, setup=plan.setup, attempt=plan.attempt)
             assert progress.done
             batches = -(-(lane.stop - lane.cursor) // 10)
             # One per batch (its look-up carries the answers so far), one for the last answers.

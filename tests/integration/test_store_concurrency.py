@@ -64,7 +64,7 @@ def test_8_threads_overlapping_batches_lose_and_duplicate_nothing(
     postgres_store: PostgresStore,
 ) -> None:
     run = postgres_store.create_run("ds", None)
-    postgres_store.set_total_chunks(run.id, 200)
+    postgres_store.set_total_chunks(run.id, 200, attempt=1)
 
     def questions(chunk: int) -> list[str]:
         return [f"What about chunk {chunk} ({k})?" for k in range(chunk % 4)]
@@ -76,7 +76,7 @@ def test_8_threads_overlapping_batches_lose_and_duplicate_nothing(
                 ChunkQuestions(chunk_id=f"c{c:03d}", questions=questions(c))
                 for c in range(start, min(start + 10, 200))
             ]
-            postgres_store.record_batch(BatchRecord(run_id=run.id, chunks=chunks))
+            postgres_store.record_batch(BatchRecord(run_id=run.id, attempt=1, chunks=chunks))
 
     results = _race(8, work)
     assert [r for r in results if isinstance(r, Exception)] == []

@@ -45,16 +45,18 @@ CALLS: list[tuple[Callable[[SupabaseStore], Any], str, set[str]]] = [
     (lambda s: s.list_runs(10, 0), "list_training_runs", {"p_limit", "p_offset"}),
     (lambda s: s.find_blocking_run(), "blocking_training_run", set()),
     (
-        lambda s: s.set_total_chunks(RUN, 2),
+        lambda s: s.set_total_chunks(RUN, 2, attempt=1),
         "set_training_run_total",
-        {"p_run_id", "p_total_chunks"},
+        {"p_run_id", "p_total_chunks", "p_attempt"},
     ),
     (
         lambda s: s.record_batch(
-            BatchRecord(run_id=RUN, chunks=[ChunkQuestions(chunk_id="c1", questions=["q?"])])
+            BatchRecord(
+                run_id=RUN, attempt=1, chunks=[ChunkQuestions(chunk_id="c1", questions=["q?"])]
+            )
         ),
         "record_training_batch",
-        {"p_run_id", "p_chunks", "p_llm_calls", "p_tokens_used", "p_look_up"},
+        {"p_run_id", "p_attempt", "p_chunks", "p_llm_calls", "p_tokens_used", "p_look_up"},
     ),
     (
         lambda s: s.processed_chunk_ids(RUN, ["c1", "c2"]),
@@ -99,7 +101,9 @@ def test_arguments_keep_their_json_types(
 ) -> None:
     run = service.create_run("ds", None)
     service.record_batch(
-        BatchRecord(run_id=run.id, chunks=[ChunkQuestions(chunk_id="c1", questions=["a?", "b?"])])
+        BatchRecord(
+            run_id=run.id, attempt=1, chunks=[ChunkQuestions(chunk_id="c1", questions=["a?", "b?"])]
+        )
     )
     service.transition(run.id, [RunStatus.GENERATING], RunStatus.GENERATING_FAILED)
     bodies = {r.path.rsplit("/", 1)[1]: r.body for r in fake_postgrest.requests}

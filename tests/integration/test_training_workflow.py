@@ -56,10 +56,11 @@ def setup(tmp_path: Path) -> Iterator[tuple[MemoryRunStore, LocalWorkflow, str, 
 
 def _training_run(store: MemoryRunStore, dataset: str, questions: list[str]) -> TrainingRun:
     run = store.create_run(dataset, None)
-    store.set_total_chunks(run.id, len(questions))
+    store.set_total_chunks(run.id, len(questions), attempt=1)
     store.record_batch(
         BatchRecord(
             run_id=run.id,
+            attempt=1,
             chunks=[
                 ChunkQuestions(chunk_id=f"id-{i}", questions=[q]) for i, q in enumerate(questions)
             ],

@@ -317,6 +317,7 @@ def test_delete_a_failed_or_generated_run_frees_generation(fn, service, store, p
     store.record_batch(
         BatchRecord(
             run_id=run_id,
+            attempt=1,
             chunks=[ChunkQuestions(chunk_id="c1", questions=["q1", "q2"])],
         )
     )
@@ -453,6 +454,7 @@ def test_pairs_are_paged_in_insertion_order(fn, service, store) -> None:
     store.record_batch(
         BatchRecord(
             run_id=run_id,
+            attempt=1,
             chunks=[
                 ChunkQuestions(chunk_id="c1", questions=["q1", "q2"]),
                 ChunkQuestions(chunk_id="c2", questions=["q3"]),

@@ -105,7 +105,7 @@ def _service(
 
 def _walk(service: GenerationService, run_id: UUID, lane: Lane, setup: LaneSetup) -> Lane:
     while True:
-        progress = service.batch(run_id, lane, setup=setup)
+        progress = service.batch(run_id, lane, setup=setup, attempt=1)
         lane = progress.lane
         if progress.done:
             return lane
@@ -128,7 +128,7 @@ def test_a_lane_costs_one_store_round_trip_per_batch(
     service, store, run_id = _service(chunks, settings, generator)
     plan = service.plan(run_id)
     store.reset()
-    progress = service.batch(run_id, plan.lanes[0], setup=plan.setup)
+    progress = service.batch(run_id, plan.lanes[0], setup=plan.setup, attempt=plan.attempt)
     batches = -(-chunks // batch_size)
     assert progress.done and progress.new_chunks == chunks
     # Each batch's look-up rides on the write of the answers so far; the last answers are
@@ -168,7 +168,7 @@ def test_store_round_trips_run_off_the_event_loop() -> None:
 
     store.before_write = wait_for_an_answer
     store.reset()
-    assert service.batch(run_id, plan.lanes[0], setup=plan.setup).done
+    assert service.batch(run_id, plan.lanes[0], setup=plan.setup, attempt=plan.attempt).done
     assert threading.get_ident() not in store.threads
     assert overlapped and all(overlapped)
 
@@ -180,7 +180,7 @@ def test_a_failed_lane_call_keeps_every_answer_and_its_retry_asks_only_the_rest(
     plan = service.plan(run_id)
     lane = plan.lanes[0]
     with pytest.raises(GenerationError):
-        service.batch(run_id, lane, setup=plan.setup)
+        service.batch(run_id, lane, setup=plan.setup, attempt=plan.attempt)
     # Every answer received before the error was raised is recorded.
     answered_first = set(generator.answered)
     assert answered_first and len(answered_first) < 60
@@ -203,7 +203,9 @@ def test_resume_skips_every_processed_chunk_wherever_it_is() -> None:
     before = {f"chunk-{i:04d}" for i in [*range(0, 8), *range(10, 64, 3)]}
     store.inner.record_batch(
         BatchRecord(
-            run_id=run_id, chunks=[ChunkQuestions(chunk_id=c, questions=[]) for c in before]
+            run_id=run_id,
+            attempt=1,
+            chunks=[ChunkQuestions(chunk_id=c, questions=[]) for c in before],
         )
     )
     assert _walk(service, run_id, plan.lanes[0], plan.setup).done
@@ -219,7 +221,7 @@ def test_a_lane_of_a_run_no_longer_generating_is_refused_before_any_llm_call() -
     plan = service.plan(run_id)
     store.inner.transition(run_id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED)
     with pytest.raises(InvalidTransitionError):
-        service.batch(run_id, plan.lanes[0], setup=plan.setup)
+        service.batch(run_id, plan.lanes[0], setup=plan.setup, attempt=plan.attempt)
     assert not generator.asked
 
 

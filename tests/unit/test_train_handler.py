@@ -26,10 +26,11 @@ app = load_function("train")
 def _service(trainer: ScriptedTrainer) -> tuple[TrainingService, str]:
     store = MemoryRunStore()
     run = store.create_run("/data/ds", None)
-    store.set_total_chunks(run.id, 3)
+    store.set_total_chunks(run.id, 3, attempt=1)
     store.record_batch(
         BatchRecord(
             run_id=run.id,
+            attempt=1,
             chunks=[ChunkQuestions(chunk_id=f"c{i}", questions=[f"q{i}?"]) for i in range(3)],
         )
     )

@@ -18,10 +18,11 @@ from tests.fakes.trainer import COMPLETED, ScriptedTrainer
 
 def _training_run(store: MemoryRunStore, dataset: str = "/data/ds", pairs: int = 1500) -> UUID:
     run = store.create_run(dataset, None)
-    store.set_total_chunks(run.id, pairs)
+    store.set_total_chunks(run.id, pairs, attempt=1)
     store.record_batch(
         BatchRecord(
             run_id=run.id,
+            attempt=1,
             chunks=[ChunkQuestions(chunk_id=f"c{i}", questions=[f"q{i}?"]) for i in range(pairs)],
         )
     )

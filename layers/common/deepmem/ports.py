@@ -57,20 +57,29 @@ class RunStore(Protocol):
         `next_attempt` increments `attempt`."""
         ...
 
-    def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun: ...
+    # A worker's writes carry its attempt: each raises StaleWorkerError when the run is no
+    # longer at that attempt or no longer in the write's phase.
 
-    def set_training_job(self, run_id: UUID, job_id: str | None) -> TrainingRun:
+    def set_total_chunks(self, run_id: UUID, total_chunks: int, *, attempt: int) -> TrainingRun:
+        """On a `generating` run."""
+        ...
+
+    def set_training_job(self, run_id: UUID, job_id: str | None, *, attempt: int) -> TrainingRun:
         """Keep the trainer's job id on a `training` run."""
         ...
 
-    def set_metrics(self, run_id: UUID, metrics: dict[str, Any]) -> TrainingRun: ...
+    def set_metrics(self, run_id: UUID, metrics: dict[str, Any], *, attempt: int) -> TrainingRun:
+        """On a `training` run."""
+        ...
 
     def record_batch(self, batch: BatchRecord) -> BatchOutcome:
         """Pairs + processed chunk ids + counters in one transaction. Chunks already
         processed are ignored whole, so a retried batch changes nothing. The outcome says
         which of `batch.look_up` the run has processed once the batch is written, so a lane
-        asks about its next batch in the same round trip. Raise InvalidTransitionError when
-        the run is not `generating` (even for a batch of no chunks)."""
+        asks about its next batch in the same round trip. At `batch.attempt`, a run that is
+        `generating` records it; one that is `generating_failed` (cancelled, or failed by
+        another lane) records it too, so answers already paid for are kept, and says `stop`.
+        Raise StaleWorkerError at any other attempt or status (even for no chunks)."""
         ...
 
     def processed_chunk_ids(self, run_id: UUID, chunk_ids: Sequence[str]) -> set[str]:

@@ -61,6 +61,23 @@ class RunNotCancellableError(InvalidTransitionError):
         )
 
 
+class StaleWorkerError(InvalidTransitionError):
+    """A worker's write was refused: the run is no longer at the worker's attempt, or no longer
+    in its phase (cancelled, proceeded, failed, finished). The worker ends at once; an
+    execution or Lambda that outlived its run's attempt stops here."""
+
+    def __init__(
+        self, run_id: UUID | str, current: RunStatus | str, run_attempt: int | str, attempt: int
+    ) -> None:
+        super().__init__(run_id, current, "a worker's write")
+        self.run_attempt = str(run_attempt)
+        self.attempt = attempt
+        self.args = (
+            f"training run {run_id} is '{current}' at attempt {run_attempt}: "
+            f"the worker of attempt {attempt} must stop",
+        )
+
+
 class SettingsLockedError(DeepmemError):
     def __init__(self, run_id: UUID | str, status: RunStatus | str) -> None:
         super().__init__(f"settings cannot change while training run {run_id} is '{status}'")

@@ -74,6 +74,7 @@ class BatchRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     run_id: UUID
+    attempt: int = Field(ge=1, description="the worker's attempt: refused at any other")
     chunks: list[ChunkQuestions]
     llm_calls: int = Field(default=0, ge=0)
     tokens_used: int = Field(default=0, ge=0)
@@ -94,6 +95,11 @@ class BatchOutcome(BaseModel):
     run: TrainingRun
     processed: frozenset[str] = Field(
         default_factory=frozenset, description="the ids of `look_up` the run has processed"
+    )
+    stop: bool = Field(
+        default=False,
+        description="the run failed in this attempt (a cancel): the batch was recorded, and "
+        "the worker must start nothing more",
     )
 
 

@@ -13,14 +13,24 @@ from uuid import UUID
 from aws_lambda_powertools import Logger
 
 from deepmem.domain.chunks import Chunk
-from deepmem.domain.errors import DatasetError
-from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, TrainingRun
+from deepmem.domain.errors import DatasetError, StaleWorkerError
+from deepmem.domain.models import (
+    BatchOutcome,
+    BatchRecord,
+    ChunkQuestions,
+    Settings,
+    TrainingRun,
+)
 from deepmem.ports import ChunkSource, GeneratedQuestions, QuestionGenerator, RunStore
 
 logger = Logger(child=True)
 
 #: Stop taking new batches when less than this is left of the invocation (milliseconds).
 MIN_REMAINING_MS = 20_000
+
+#: A lane with no round trip for this long makes one (writing the answers so far): a cancel or a
+#: new attempt is learned within it even while every slot waits on a slow LLM (seconds).
+HEARTBEAT_S = 2.0
 
 
 @dataclass
@@ -82,14 +92,23 @@ class ChunkStream:
     look-up of the lane's next batch (one transaction each, one in flight at a time so the
     counters move in order, each in a worker thread so the loop keeps serving the LLM calls).
     On any failure no new chunk starts, the ones in flight finish, and every answer is written
-    before the error is raised, so resume never pays for a chunk twice."""
+    before the error is raised, so resume never pays for a chunk twice.
+
+    Every round trip carries the worker's attempt. A run cancelled (or failed) in this attempt
+    still records it and answers `stop`: no new chunk starts, the ones in flight finish and are
+    recorded, then StaleWorkerError ends the lane. A refused round trip (the run moved to
+    another attempt or phase: nothing recorded) cancels the chunks in flight too, so no LLM
+    call is made after the refusal."""
 
     def __init__(
         self,
         store: RunStore,
         run_id: UUID,
+        attempt: int,
         generator: QuestionGenerator,
         settings: Settings,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.run: TrainingRun | None = None
         self.tally = Tally()
@@ -97,6 +116,7 @@ class ChunkStream:
         self.round_trips = 0
         self._store = store
         self._run_id = run_id
+        self._attempt = attempt
         self._generator = generator
         self._count = settings.questions_per_chunk
         self.slots = AdaptiveSlots(settings.concurrency)
@@ -104,6 +124,17 @@ class ChunkStream:
         self._answered: list[GeneratedQuestions] = []
         self._writing = asyncio.Lock()
         self._slowest_ms = 0.0
+        # Set in the store's thread the moment a round trip says stop or is refused, so no
+        # chunk starts after that answer even before the loop reads it.
+        self._stopped = False
+        self._heartbeat_s = heartbeat_s
+        self._last_trip = time.monotonic()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """No new chunk may start: a failure, a stop or a refusal."""
+        return self._stopped or bool(self.failures)
 
     def margin_ms(self) -> float:
         """Time to keep in hand before starting more: the in-flight chunks must finish."""
@@ -129,7 +160,7 @@ class ChunkStream:
 
     async def submit(self, chunk: Chunk) -> None:
         started = await self.slots.acquire()
-        if self.failures:
+        if self.stopping:
             await self.slots.release(started, None)
             return
         task = asyncio.create_task(self._generate(chunk, started))
@@ -145,7 +176,23 @@ class ChunkStream:
         except Exception as exc:
             self.failures.append(exc)
 
+    def start_heartbeat(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(max(0.0, self._last_trip + self._heartbeat_s - time.monotonic()))
+            if time.monotonic() - self._last_trip < self._heartbeat_s or self.stopping:
+                continue
+            try:
+                await self._write([], beat=True)
+            except Exception as exc:
+                self.failures.append(exc)
+
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.wait({self._heartbeat})
         for task in self._in_flight:
             task.cancel()
         if self._in_flight:
@@ -167,6 +214,8 @@ class ChunkStream:
     async def _generate(self, chunk: Chunk, started: float) -> None:
         pushed_back: bool | None = None
         try:
+            if self._stopped:  # the answer came while this task waited for the loop
+                return
             answer = await self._generator.generate(chunk, self._count)
             pushed_back = answer.retries > 0
             # Appended after the await: `_write` swaps the list meanwhile.
@@ -177,16 +226,17 @@ class ChunkStream:
             self._slowest_ms = max(self._slowest_ms, (time.monotonic() - started) * 1000)
             await self.slots.release(started, pushed_back)
 
-    async def _write(self, look_up: list[str]) -> frozenset[str]:
+    async def _write(self, look_up: list[str], beat: bool = False) -> frozenset[str]:
         """One round trip: write the answers received so far, ask which of `look_up` the run
         has processed. Skipped when there is nothing to write or ask, once the run was seen
         (the first round trip also checks the run is still generating)."""
         async with self._writing:
             answered, self._answered = self._answered, []
-            if not answered and not look_up and self.run is not None:
+            if not answered and not look_up and self.run is not None and not beat:
                 return frozenset()
             record = BatchRecord(
                 run_id=self._run_id,
+                attempt=self._attempt,
                 chunks=[
                     ChunkQuestions(chunk_id=r.chunk_id, questions=r.questions) for r in answered
                 ],
@@ -195,8 +245,12 @@ class ChunkStream:
                 look_up=look_up,
             )
             self.round_trips += 1
+            self._last_trip = time.monotonic()
             try:
-                outcome = await asyncio.to_thread(self._store.record_batch, record)
+                outcome = await asyncio.to_thread(self._record, record)
+            except StaleWorkerError:
+                self._cancel_in_flight()  # refused: nothing of this worker is wanted any more
+                raise
             except BaseException:
                 # Kept for the next round trip: writing them again is harmless (a chunk
                 # already recorded is ignored whole) if this one did commit after all.
@@ -208,4 +262,23 @@ class ChunkStream:
             self.tally.llm_calls += sum(r.llm_calls for r in answered)
             self.tally.retries += sum(r.retries for r in answered)
             self.tally.tokens_used += sum(r.tokens_used for r in answered)
+            if outcome.stop and not any(isinstance(f, StaleWorkerError) for f in self.failures):
+                run = outcome.run
+                self.failures.append(
+                    StaleWorkerError(run.id, run.status, run.attempt, self._attempt)
+                )
             return outcome.processed
+
+    def _record(self, record: BatchRecord) -> BatchOutcome:
+        """In the store's thread."""
+        try:
+            outcome = self._store.record_batch(record)
+        except StaleWorkerError:
+            self._stopped = True
+            raise
+        self._stopped = self._stopped or outcome.stop
+        return outcome
+
+    def _cancel_in_flight(self) -> None:
+        for task in self._in_flight:
+            task.cancel()

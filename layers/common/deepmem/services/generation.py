@@ -19,10 +19,7 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict
 
 from deepmem.domain.chunks import Lane, split_into_lanes
-from deepmem.domain.errors import (
-    DatasetError,
-    InvalidTransitionError,
-)
+from deepmem.domain.errors import DatasetError, StaleWorkerError
 from deepmem.domain.models import Settings, TrainingRun
 from deepmem.domain.status import RunStatus
 from deepmem.ports import ChunkSource, QuestionGenerator, RunStore
@@ -79,14 +76,16 @@ class GenerationService:
         self._chunk_source_for = chunk_source_for
         self._generator_for = generator_for
 
-    def plan(self, run_id: UUID) -> Plan:
-        run = self._generating_run(run_id)
+    def plan(self, run_id: UUID, attempt: int | None = None) -> Plan:
+        """`attempt`: the execution's (the state machine always gives it); None = the run's
+        current one, for a caller with no execution."""
+        run = self._generating_run(run_id, attempt)
         settings = self._store.get_settings()
         available = self._chunk_source_for(run.dataset).count()
         if available == 0:
             raise DatasetError(f"dataset {run.dataset} has no chunks to generate questions for")
         total = min(available, settings.max_chunks_per_run or available)
-        self._store.set_total_chunks(run_id, total)
+        self._store.set_total_chunks(run_id, total, attempt=run.attempt)
         lanes = split_into_lanes(total, settings.lanes)
         logger.info(
             "planned generation",
@@ -107,18 +106,23 @@ class GenerationService:
         lane: Lane,
         remaining_ms: Callable[[], int] | None = None,
         setup: LaneSetup | None = None,
+        attempt: int | None = None,
     ) -> LaneProgress:
         """Walk the lane until it is done or the invocation's time runs low. Without the
         plan's `setup` (a caller that has no plan at hand), the run and the settings are read
-        first, once."""
-        if setup is None:
-            run = self._generating_run(run_id)
-            setup = LaneSetup(dataset=run.dataset, settings=self._store.get_settings())
-        return asyncio.run(self._walk(run_id, lane, setup, remaining_ms))
+        first, once; without `attempt` (the execution's), the run's current one. Every write
+        carries the attempt: a refused one (StaleWorkerError) ends the walk at once."""
+        if setup is None or attempt is None:
+            run = self._generating_run(run_id, attempt)
+            attempt = run.attempt
+            if setup is None:
+                setup = LaneSetup(dataset=run.dataset, settings=self._store.get_settings())
+        return asyncio.run(self._walk(run_id, attempt, lane, setup, remaining_ms))
 
     async def _walk(
         self,
         run_id: UUID,
+        attempt: int,
         lane: Lane,
         setup: LaneSetup,
         remaining_ms: Callable[[], int] | None,
@@ -127,7 +131,8 @@ class GenerationService:
         # it: an async client must not outlive the loop it was used on.
         source = self._chunk_source_for(setup.dataset)
         generator = self._generator_for(setup.settings)
-        stream = ChunkStream(self._store, run_id, generator, setup.settings)
+        stream = ChunkStream(self._store, run_id, attempt, generator, setup.settings)
+        stream.start_heartbeat()
         try:
             cursor = await self._feed(stream, source, lane, setup, remaining_ms)
             await stream.drain()
@@ -149,7 +154,7 @@ class GenerationService:
         )
         return LaneProgress(
             run_id=run_id,
-            attempt=stream.run.attempt,
+            attempt=attempt,
             lane=lane,
             done=lane.done,
             setup=setup,
@@ -180,7 +185,7 @@ class GenerationService:
             while ahead is not None:
                 batch = await ahead
                 ahead = None
-                if batch is None or stream.failures:
+                if batch is None or stream.stopping:
                     break
                 if remaining_ms is not None and remaining_ms() < stream.margin_ms():
                     break
@@ -191,10 +196,10 @@ class GenerationService:
                         )
                     )
                 for chunk in batch.unprocessed:
-                    if stream.failures:
+                    if stream.stopping:
                         break
                     await stream.submit(chunk)
-                if stream.failures:
+                if stream.stopping:
                     break
                 cursor = batch.stop
         finally:
@@ -202,9 +207,13 @@ class GenerationService:
                 await asyncio.wait({ahead})
         return cursor
 
-    def finish(self, run_id: UUID) -> TrainingRun:
-        """Every chunk processed → `generated` (the database refuses it otherwise)."""
-        moved = self._store.transition(run_id, RunStatus.GENERATING, RunStatus.GENERATED)
+    def finish(self, run_id: UUID, attempt: int | None = None) -> TrainingRun:
+        """Every chunk processed → `generated` (the database refuses it otherwise), by
+        compare-and-set at the execution's `attempt`; StaleWorkerError for another attempt."""
+        attempt = attempt if attempt is not None else self._store.get_run(run_id).attempt
+        moved = self._store.transition(
+            run_id, RunStatus.GENERATING, RunStatus.GENERATED, attempt=attempt
+        )
         if moved is not None:
             logger.info(
                 "generation finished",
@@ -212,12 +221,12 @@ class GenerationService:
             )
             return moved
         run = self._store.get_run(run_id)
-        if run.status == RunStatus.GENERATED:  # a retried finish
+        if run.status == RunStatus.GENERATED and run.attempt == attempt:  # a retried finish
             return run
-        raise InvalidTransitionError(run_id, run.status, RunStatus.GENERATED)
+        raise StaleWorkerError(run_id, run.status, run.attempt, attempt)
 
-    def _generating_run(self, run_id: UUID) -> TrainingRun:
+    def _generating_run(self, run_id: UUID, attempt: int | None) -> TrainingRun:
         run = self._store.get_run(run_id)
-        if run.status != RunStatus.GENERATING:
-            raise InvalidTransitionError(run_id, run.status, RunStatus.GENERATING)
+        if run.status != RunStatus.GENERATING or attempt not in (None, run.attempt):
+            raise StaleWorkerError(run_id, run.status, run.attempt, attempt or run.attempt)
         return run

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from deepmem.domain.errors import InvalidTransitionError, TrainingError
+from deepmem.domain.errors import StaleWorkerError, TrainingError
 from deepmem.domain.models import TrainerKind, TrainingPair, TrainingRun
 from deepmem.domain.status import RunStatus
 from deepmem.domain.trainers import choose_trainer, kind_of_job
@@ -109,9 +109,7 @@ class TrainingService:
         run = self.store.get_run(run_id)
         if attempt is not None and attempt != run.attempt:
             # An execution of an older attempt must not act on the run's newer one.
-            raise InvalidTransitionError(
-                run_id, f"{run.status} (attempt {run.attempt})", "training"
-            )
+            raise StaleWorkerError(run_id, run.status, run.attempt, attempt)
         return run
 
     def all_pairs(self, run_id: UUID) -> list[TrainingPair]:
@@ -125,7 +123,7 @@ class TrainingService:
     def submit(self, run_id: UUID, attempt: int | None = None) -> TrainingStep:
         run = self._training_run(run_id, attempt)
         if run.status is not RunStatus.TRAINING:
-            raise InvalidTransitionError(run_id, run.status, RunStatus.TRAINING)
+            raise StaleWorkerError(run_id, run.status, run.attempt, run.attempt)
         kind = choose_trainer(self.store.get_settings().trainer, run.dataset)
         trainer = self._trainer(kind, run)
         if run.deeplake_job_id and kind_of_job(run.deeplake_job_id) is kind:
@@ -139,7 +137,7 @@ class TrainingService:
                     reused=True,
                 )
         job_id = trainer.submit(run, self.all_pairs(run.id))
-        self.store.set_training_job(run.id, job_id)
+        self.store.set_training_job(run.id, job_id, attempt=run.attempt)
         return TrainingStep(
             run_id=run.id,
             job_id=job_id,
@@ -157,19 +155,21 @@ class TrainingService:
             return TrainingStep(
                 run.id, job_id, JobState.COMPLETED, 0, next_poll, reused=True, metrics=run.metrics
             )
-        if run.status is not RunStatus.TRAINING:
-            raise InvalidTransitionError(run_id, run.status, RunStatus.COMPLETED)
+        if run.status is not RunStatus.TRAINING:  # cancelled, or failed meanwhile
+            raise StaleWorkerError(run_id, run.status, run.attempt, run.attempt)
         kind = kind_of_job(job_id)
         status = self._trainer(kind, run).check(job_id)
         if status.state is JobState.FAILED:
             raise TrainingError(status.error or f"training job {job_id} failed")
         if status.state is JobState.COMPLETED:
-            self.store.set_metrics(run.id, status.metrics)
-            moved = self.store.transition(run.id, RunStatus.TRAINING, RunStatus.COMPLETED)
+            self.store.set_metrics(run.id, status.metrics, attempt=run.attempt)
+            moved = self.store.transition(
+                run.id, RunStatus.TRAINING, RunStatus.COMPLETED, attempt=run.attempt
+            )
             if moved is None:
                 current = self.store.get_run(run.id)
                 if current.status is not RunStatus.COMPLETED:
-                    raise InvalidTransitionError(run.id, current.status, RunStatus.COMPLETED)
+                    raise StaleWorkerError(run.id, current.status, current.attempt, run.attempt)
             return TrainingStep(
                 run.id, job_id, JobState.COMPLETED, 0, next_poll, metrics=status.metrics
             )

@@ -21,6 +21,7 @@ from deepmem.domain.errors import (
     RunNotDeletableError,
     RunNotFoundError,
     SettingsLockedError,
+    StaleWorkerError,
     StoreError,
 )
 from deepmem.domain.models import (
@@ -121,28 +122,31 @@ class RpcRunStore(ABC):
         )
         return TrainingRun.model_validate(rows[0]) if rows else None
 
-    def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun:
+    def set_total_chunks(self, run_id: UUID, total_chunks: int, *, attempt: int) -> TrainingRun:
         return self._one(
             "set_training_run_total",
-            {"p_run_id": str(run_id), "p_total_chunks": total_chunks},
+            {"p_run_id": str(run_id), "p_total_chunks": total_chunks, "p_attempt": attempt},
             run_id,
             RunStatus.GENERATING,
+            attempt,
         )
 
-    def set_training_job(self, run_id: UUID, job_id: str | None) -> TrainingRun:
+    def set_training_job(self, run_id: UUID, job_id: str | None, *, attempt: int) -> TrainingRun:
         return self._one(
             "set_training_run_job",
-            {"p_run_id": str(run_id), "p_job_id": job_id},
+            {"p_run_id": str(run_id), "p_job_id": job_id, "p_attempt": attempt},
             run_id,
             RunStatus.TRAINING,
+            attempt,
         )
 
-    def set_metrics(self, run_id: UUID, metrics: dict[str, Any]) -> TrainingRun:
+    def set_metrics(self, run_id: UUID, metrics: dict[str, Any], *, attempt: int) -> TrainingRun:
         return self._one(
             "set_training_run_metrics",
-            {"p_run_id": str(run_id), "p_metrics": metrics},
+            {"p_run_id": str(run_id), "p_metrics": metrics, "p_attempt": attempt},
             run_id,
             RunStatus.TRAINING,
+            attempt,
         )
 
     # -- pairs --------------------------------------------------------------------------
@@ -152,6 +156,7 @@ class RpcRunStore(ABC):
             "record_training_batch",
             {
                 "p_run_id": str(batch.run_id),
+                "p_attempt": batch.attempt,
                 "p_chunks": [chunk.model_dump() for chunk in batch.chunks],
                 "p_llm_calls": batch.llm_calls,
                 "p_tokens_used": batch.tokens_used,
@@ -159,12 +164,14 @@ class RpcRunStore(ABC):
             },
             run_id=batch.run_id,
             target=RunStatus.GENERATING,
+            attempt=batch.attempt,
         )
         return BatchOutcome(
             new_chunks=result["new_chunks"],
             new_pairs=result["new_pairs"],
             run=TrainingRun.model_validate(result["run"]),
             processed=frozenset(result.get("processed") or ()),
+            stop=bool(result.get("stop")),
         )
 
     def processed_chunk_ids(self, run_id: UUID, chunk_ids: Sequence[str]) -> set[str]:
@@ -229,9 +236,14 @@ class RpcRunStore(ABC):
     # -- plumbing -----------------------------------------------------------------------
 
     def _one(
-        self, function: str, params: dict[str, Any], run_id: UUID, target: RunStatus
+        self,
+        function: str,
+        params: dict[str, Any],
+        run_id: UUID,
+        target: RunStatus,
+        attempt: int | None = None,
     ) -> TrainingRun:
-        rows = self._call_rows(function, params, run_id=run_id, target=target)
+        rows = self._call_rows(function, params, run_id=run_id, target=target, attempt=attempt)
         if not rows:
             raise RunNotFoundError(run_id)
         return TrainingRun.model_validate(rows[0])
@@ -267,11 +279,16 @@ def _domain_error(
     run_id: UUID | None = None,
     target: RunStatus | None = None,
     deleting: bool = False,
+    attempt: int | None = None,
 ) -> Exception:
-    """Map our SQLSTATEs (see the invariants migration) to domain errors."""
+    """Map our SQLSTATEs (see the invariants and rules migrations) to domain errors."""
     run = run_id if run_id is not None else "?"
     if error.code == "DM404":
         return RunNotFoundError(run)
+    if error.code == "DM410":
+        return StaleWorkerError(run, error.detail or "?", error.hint or "?", attempt or 0)
+    if error.code == "DM419":
+        return BlockingRunExistsError(error.hint or "?", error.detail or "?")
     if error.code == "DM409":
         current = error.detail or "?"
         if deleting:
