@@ -5,8 +5,10 @@
 -- as the EventBridge rule does in AWS. Executions in Step Functions never take a lease.
 --
 -- The leases live in their own table so a heartbeat neither touches `training_runs.updated_at`
--- nor sends a Realtime change. Only these functions (security definer, empty search_path) read
--- or write it; no API role holds a privilege on the table.
+-- nor sends a Realtime change. Only these functions read or write it; no API role holds a
+-- privilege on the table. As the rules migration (20241201000000) asks: the security definer
+-- bodies live in `deepmem_private` (not exposed), with an empty search_path, and `public` holds
+-- security invoker doors that forward.
 
 create table public.training_run_leases (
   run_id uuid primary key references public.training_runs (id) on delete cascade,
@@ -22,7 +24,7 @@ revoke all on public.training_run_leases from public, anon, authenticated;
 -- Take or renew the lease of `p_owner` on the run's attempt `p_attempt` for `p_ttl_seconds`.
 -- False when the run is not active at that attempt, or another owner holds an unexpired lease
 -- on it; a newer attempt's lease is never overwritten by an older one.
-create or replace function public.renew_training_run_lease(
+create or replace function deepmem_private.renew_training_run_lease(
   p_run_id uuid, p_attempt integer, p_owner text, p_ttl_seconds double precision
 ) returns boolean
 language plpgsql volatile security definer set search_path = '' as $$
@@ -48,7 +50,7 @@ end
 $$;
 
 -- Active runs whose current attempt holds a lease that expired: their process is gone.
-create or replace function public.expired_training_run_leases()
+create or replace function deepmem_private.expired_training_run_leases()
 returns setof public.training_runs
 language sql stable security definer set search_path = '' as $$
   select r.*
@@ -59,11 +61,26 @@ language sql stable security definer set search_path = '' as $$
    order by r.created_at
 $$;
 
+create or replace function public.renew_training_run_lease(
+  p_run_id uuid, p_attempt integer, p_owner text, p_ttl_seconds double precision
+) returns boolean language sql set search_path = '' as $$
+  select deepmem_private.renew_training_run_lease(p_run_id, p_attempt, p_owner, p_ttl_seconds)
+$$;
+
+create or replace function public.expired_training_run_leases()
+returns setof public.training_runs language sql stable set search_path = '' as $$
+  select * from deepmem_private.expired_training_run_leases()
+$$;
+
 -- The process that leases runs is a trusted one (the CLI's own database role, or service_role
 -- through PostgREST); no signed-in user takes or reads leases.
-revoke execute on function public.renew_training_run_lease(uuid, integer, text, double precision)
+revoke execute on function
+  public.renew_training_run_lease(uuid, integer, text, double precision),
+  deepmem_private.renew_training_run_lease(uuid, integer, text, double precision),
+  public.expired_training_run_leases(), deepmem_private.expired_training_run_leases()
   from public, anon, authenticated;
-revoke execute on function public.expired_training_run_leases() from public, anon, authenticated;
-grant execute on function public.renew_training_run_lease(uuid, integer, text, double precision)
+grant execute on function
+  public.renew_training_run_lease(uuid, integer, text, double precision),
+  deepmem_private.renew_training_run_lease(uuid, integer, text, double precision),
+  public.expired_training_run_leases(), deepmem_private.expired_training_run_leases()
   to service_role;
-grant execute on function public.expired_training_run_leases() to service_role;
