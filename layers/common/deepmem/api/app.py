@@ -39,11 +39,11 @@ from deepmem.api.models import (
     SettingsOut,
     SettingsUpdateRequest,
 )
+from deepmem.domain.provenance import API_PREFIX
 from deepmem.services.runs import RunExecution, RunService
 
 logger = Logger()
 
-API_PREFIX = "/v1/api/deep-memory"
 API_TITLE = "deepmem"
 API_VERSION = "1.0.0"
 

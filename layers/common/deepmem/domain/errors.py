@@ -80,6 +80,12 @@ class StoreError(DeepmemError):
     """The run store could not be reached or answered unexpectedly."""
 
 
+class InvalidDataError(DeepmemError):
+    """The store refused a value it cannot hold (SQLSTATE class 22: NUL in text, a bad
+    Unicode escape, a number out of range). Another try sends the same value: never retried,
+    and deliberately not a StoreError (which the state machine retries as transient)."""
+
+
 class GenerationError(DeepmemError):
     """Question generation failed for good (no retry will help: bad key, bad request...)."""
 
@@ -90,6 +96,34 @@ class TransientGenerationError(GenerationError):
 
 class IncompleteGenerationError(DeepmemError):
     """`finish` found chunks that were never processed."""
+
+
+class RetryBudgetExhaustedError(GenerationError):
+    """Too many chunks in a row failed after their retries: the run stops (`generating_failed`)
+    rather than pay for an outage chunk after chunk. Not transient: the state machine does
+    not retry it."""
+
+
+class TooFewPairsError(DeepmemError):
+    """`finish` refuses `generated`: the run holds fewer pairs than training needs."""
+
+
+class RunSourceChangedError(DeepmemError):
+    """A run would resume over another dataset (or another version of it) or with another
+    generator than the one that produced its pairs."""
+
+    def __init__(self, run_id: UUID | str, status: RunStatus | str, message: str) -> None:
+        super().__init__(message)
+        self.blocking_run_id = str(run_id)
+        self.blocking_run_status = str(status)
+
+
+class GeneratorNotConfiguredError(DeepmemError):
+    """The configured generator cannot run here (an LLM without a key or endpoint)."""
+
+
+class DatasetMissingError(DeepmemError):
+    """The configured dataset does not exist (or has no chunks): nothing to generate from."""
 
 
 class DatasetError(DeepmemError):
