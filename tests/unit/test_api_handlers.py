@@ -75,7 +75,8 @@ def test_repeated_generate_is_409_naming_the_run_just_started(fn, service, workf
 
     assert again.status == 409
     assert again.body == {
-        "detail": BLOCKED,
+        "detail": f"{BLOCKED} (run {first}, generating): wait for it, or cancel it: "
+        f"`deepmem cancel {first}` (POST {P}/runs/{first}/cancel)",
         "blocking_run_id": str(first),
         "blocking_run_status": "generating",
     }

@@ -65,6 +65,9 @@ class ListSource:
     def count(self) -> int:
         return len(self.chunks)
 
+    def fingerprint(self) -> str:
+        return "|".join(c.id for c in self.chunks)
+
     def read(self, start: int, stop: int) -> list[Chunk]:
         return self.chunks[start:stop]
 

@@ -39,7 +39,7 @@ from deepmem.api.models import (
     SettingsOut,
     SettingsUpdateRequest,
 )
-from deepmem.domain.provenance import API_PREFIX
+from deepmem.domain.errors import API_PREFIX
 from deepmem.services.runs import RunExecution, RunService
 
 logger = Logger()

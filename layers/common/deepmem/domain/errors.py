@@ -11,6 +11,31 @@ if TYPE_CHECKING:
     from deepmem.domain.status import RunStatus
 
 
+API_PREFIX = "/v1/api/deep-memory"
+
+
+def delete_hint(run_id: UUID | str) -> str:
+    return f"delete it: `deepmem delete {run_id}` (DELETE {API_PREFIX}/runs/{run_id})"
+
+
+def way_out_of(run_id: UUID | str, status: RunStatus | str) -> str:
+    """How an admin gets a run out of the way, for its status: the CLI command and the API
+    call. Every "blocked" message ends with it."""
+    status = str(status)
+    if status in ("generating", "training"):
+        return (
+            f"wait for it, or cancel it: `deepmem cancel {run_id}` "
+            f"(POST {API_PREFIX}/runs/{run_id}/cancel)"
+        )
+    if status == "generated":
+        return f"train it: `deepmem train {run_id}` (POST {API_PREFIX}/train), or " + delete_hint(
+            run_id
+        )
+    return f"proceed it: `deepmem proceed {run_id}` (POST {API_PREFIX}/proceed), or " + delete_hint(
+        run_id
+    )
+
+
 class DeepmemError(Exception):
     """Base of every error deepmem raises on purpose."""
 
@@ -33,7 +58,10 @@ class InvalidTransitionError(DeepmemError):
 
 class BlockingRunExistsError(DeepmemError):
     def __init__(self, run_id: UUID | str, status: RunStatus | str) -> None:
-        super().__init__("Cannot start new generation: an unfinished training run exists")
+        super().__init__(
+            "Cannot start new generation: an unfinished training run exists "
+            f"(run {run_id}, {status}): {way_out_of(run_id, status)}"
+        )
         self.blocking_run_id = str(run_id)
         self.blocking_run_status = str(status)
 
@@ -63,7 +91,10 @@ class RunNotCancellableError(InvalidTransitionError):
 
 class SettingsLockedError(DeepmemError):
     def __init__(self, run_id: UUID | str, status: RunStatus | str) -> None:
-        super().__init__(f"settings cannot change while training run {run_id} is '{status}'")
+        super().__init__(
+            f"settings cannot change while training run {run_id} is '{status}': "
+            f"{way_out_of(run_id, status)}"
+        )
         self.blocking_run_id = str(run_id)
         self.blocking_run_status = str(status)
 

@@ -3,16 +3,16 @@ embedding model) and the rule that a run never resumes over anything else."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from deepmem.domain.errors import API_PREFIX, delete_hint
 from deepmem.domain.models import TrainingRun
 
 #: Both trainers refuse fewer distinct questions than this (`NotEnoughPairsError`).
 MIN_TRAINING_PAIRS = 10
-
-API_PREFIX = "/v1/api/deep-memory"
 
 
 class RunSource(BaseModel):
@@ -28,7 +28,7 @@ class RunSource(BaseModel):
 
 def way_out(run_id: UUID | str) -> str:
     """How an admin gets rid of a run that is in the way: the CLI command and the API call."""
-    return f"delete it with `deepmem delete {run_id}` (or DELETE {API_PREFIX}/runs/{run_id})"
+    return delete_hint(run_id)
 
 
 def source_mismatch(run: TrainingRun, source: RunSource) -> str | None:
@@ -58,3 +58,47 @@ def source_mismatch(run: TrainingRun, source: RunSource) -> str | None:
 
 def describe(generator: str, model: str | None) -> str:
     return f"{generator} ({model})" if model else generator
+
+
+#: What a service built without a generator choice (a test's) records and compares as.
+UNNAMED_GENERATOR = "unnamed"
+
+
+class GeneratorKind(StrEnum):
+    OPENAI = "openai"  # any OpenAI-compatible endpoint
+    OFFLINE = "offline"  # questions formed from a chunk's own words: no network, no model
+
+
+class GeneratorChoice(BaseModel):
+    """The generator a run would use here, as the configuration decides it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: GeneratorKind | str
+    model: str | None = None
+    endpoint: str | None = None
+
+    def describe(self) -> str:
+        return describe(str(self.kind), self.model)
+
+
+def too_few_pairs(run: TrainingRun, needed: int = MIN_TRAINING_PAIRS) -> str | None:
+    """Why `run` cannot be `generated` (fewer pairs than training needs), or None."""
+    if run.pair_count >= needed:
+        return None
+    rejected = (
+        f"{run.rejected_chunks} of them rejected (their answers held no usable question)"
+        if run.rejected_chunks
+        else "none of them rejected"
+    )
+    redo = (
+        f"proceed it to ask about the {run.rejected_chunks} rejected chunks again "
+        f"(`deepmem proceed {run.id}`, or POST {API_PREFIX}/proceed), or "
+        if run.rejected_chunks
+        else ""
+    )
+    return (
+        f"training run {run.id} has {run.pair_count} pairs from {run.processed_chunks} chunks, "
+        f"{rejected}; training needs at least {needed}: {redo}use a larger dataset or more "
+        f"questions per chunk, and {way_out(run.id)}"
+    )
