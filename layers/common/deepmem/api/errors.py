@@ -3,8 +3,8 @@
 Mapped by type, never by message: 404 unknown run; 409 a move the lifecycle forbids, a blocking
 run (with `blocking_run_id`/`blocking_run_status`), locked settings, a resume over another
 dataset or generator, settings the dataset cannot honour, no generator configured, no dataset;
-422 invalid input (a value the store cannot hold included); 401 no verified caller; 415 a body that is not JSON; 503 the store
-or the workflow engine failing; 500 anything else.
+422 invalid input (a value the store cannot hold included); 401 no verified caller; 415 a
+body that is not JSON; 503 the store or the workflow engine failing; 500 anything else.
 """
 
 from __future__ import annotations

@@ -21,9 +21,13 @@ from rich.table import Table
 
 from deepmem.domain.errors import (
     BlockingRunExistsError,
+    DatasetMissingError,
     DeepmemError,
+    GeneratorNotConfiguredError,
+    InvalidSettingsError,
     InvalidTransitionError,
     RunNotFoundError,
+    RunSourceChangedError,
     SettingsLockedError,
 )
 from deepmem.domain.models import SettingsUpdate, TrainingRun
@@ -51,7 +55,16 @@ class FailAt(StrEnum):
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, RunNotFoundError):
         return EXIT_NOT_FOUND
-    if isinstance(exc, BlockingRunExistsError | InvalidTransitionError | SettingsLockedError):
+    if isinstance(
+        exc,
+        BlockingRunExistsError
+        | InvalidTransitionError
+        | SettingsLockedError
+        | RunSourceChangedError
+        | GeneratorNotConfiguredError
+        | DatasetMissingError
+        | InvalidSettingsError,
+    ):
         return EXIT_CONFLICT
     if isinstance(exc, ValidationError | ValueError):
         return EXIT_USAGE
@@ -72,10 +85,7 @@ def _clean_errors() -> Iterator[None]:
         errors.print(f"[red]error:[/red] {details}")
         raise typer.Exit(EXIT_USAGE) from None
     except (DeepmemError, ValueError, OSError) as exc:
-        extra = ""
-        if isinstance(exc, BlockingRunExistsError):
-            extra = f" (blocking run {exc.blocking_run_id}, {exc.blocking_run_status})"
-        errors.print(f"[red]error:[/red] {exc}{extra}")
+        errors.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(_exit_code(exc)) from None
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/yellow]")

@@ -102,6 +102,9 @@ class GenerationService:
         run = self._generating_run(run_id)
         settings = self._store.get_settings()
         source = self._chunk_source_for(run.dataset)
+        forget = getattr(source, "close", None)
+        if forget is not None:
+            forget()  # a warm process kept it open: the plan must see the dataset as it is now
         available = source.count()
         if available == 0:
             raise DatasetError(f"dataset {run.dataset} has no chunks to generate questions for")

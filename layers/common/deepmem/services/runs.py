@@ -154,8 +154,7 @@ class RunService:
         target = PROCEED_TARGETS.get(run.status)
         if target is None:
             raise RunNotProceedableError(run_id, run.status)
-        if run.status is RunStatus.GENERATING_FAILED:
-            self._check_source(run)
+        self.check_source(run)
         moved = self.store.transition(run_id, run.status, target, next_attempt=True)
         if moved is None:
             raise RunNotProceedableError(run_id, self.store.get_run(run_id).status)
@@ -163,16 +162,21 @@ class RunService:
         assert phase is not None
         return self._start_execution(moved, phase)
 
-    def _check_source(self, run: TrainingRun) -> None:
-        """A failed generation resumes only over the dataset and with the generator that made
-        its pairs (as far as this process can read the dataset; the plan checks it again)."""
-        choice = self._generator_choice(self.store.get_settings())
-        named = choice.kind != UNNAMED_GENERATOR
+    def check_source(self, run: TrainingRun) -> None:
+        """RunSourceChangedError when `run` would resume over another version of its dataset
+        (any phase: training reads the chunks its pairs name) or, for a failed generation,
+        with another generator than the one that made its pairs. As far as this process can
+        read the dataset; the plan checks it again."""
         fingerprint = self._dataset_fingerprint(run.dataset) if run.dataset_fingerprint else None
+        generator, model = run.generator or UNNAMED_GENERATOR, run.llm_model
+        if run.status is RunStatus.GENERATING_FAILED:
+            choice = self._generator_choice(self.store.get_settings())
+            if choice.kind != UNNAMED_GENERATOR:
+                generator, model = str(choice.kind), choice.model
         current = RunSource(
             dataset_fingerprint=fingerprint or run.dataset_fingerprint or "",
-            generator=str(choice.kind) if named else (run.generator or UNNAMED_GENERATOR),
-            llm_model=choice.model if named else run.llm_model,
+            generator=generator,
+            llm_model=model,
         )
         mismatch = source_mismatch(run, current)
         if mismatch is not None:
