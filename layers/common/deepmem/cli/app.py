@@ -108,7 +108,8 @@ def _runtime() -> Any:
 
 def _run_table(runs: list[TrainingRun]) -> Table:
     table = Table()
-    for column in ("id", "status", "progress", "pairs", "attempt", "error", "created"):
+    columns = ("id", "status", "progress", "pairs", "rejected", "generator", "attempt", "error")
+    for column in (*columns, "created"):
         table.add_column(column)
     for run in runs:
         table.add_row(
@@ -116,6 +117,8 @@ def _run_table(runs: list[TrainingRun]) -> Table:
             run.status.value,
             f"{run.processed_chunks}/{run.total_chunks}",
             str(run.pair_count),
+            str(run.rejected_chunks),
+            " ".join(filter(None, (run.generator, run.llm_model))),
             str(run.attempt),
             (run.error_message or "")[:60],
             run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
