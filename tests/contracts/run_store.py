@@ -17,6 +17,7 @@ from deepmem.domain.errors import (
     StaleWorkerError,
 )
 from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, TrainerKind
+from deepmem.domain.provenance import RunSource
 from deepmem.domain.status import TRANSITIONS, RunStatus
 from deepmem.ports import RunStore
 
@@ -375,3 +376,61 @@ def test_compare_and_set_on_the_attempt(store: RunStore) -> None:
         run_id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED, error_message="new", attempt=2
     )
     assert current is not None and current.error_message == "new"
+
+
+def test_rejected_chunks_are_counted_and_redone_by_a_proceed(store: RunStore) -> None:
+    run = store.create_run(DATASET, None)
+    store.set_total_chunks(run.id, 3)
+    outcome = store.record_batch(_batch(run.id, {"a": ["What is A?"], "b": [], "c": []}))
+    assert (outcome.run.rejected_chunks, outcome.run.processed_chunks) == (2, 3)
+    assert store.get_run(run.id).rejected_chunks == 2
+    assert store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED)
+    again = store.transition(
+        run.id, RunStatus.GENERATING_FAILED, RunStatus.GENERATING, next_attempt=True
+    )
+    assert again is not None
+    assert (again.rejected_chunks, again.processed_chunks, again.pair_count) == (0, 1, 1)
+    # Only the chunk that gave a pair is still processed: the others are asked again.
+    assert store.processed_chunk_ids(run.id, ["a", "b", "c"]) == {"a"}
+    redone = store.record_batch(_batch(run.id, {"b": ["What is B?"], "c": []}))
+    assert (redone.new_chunks, redone.run.rejected_chunks, redone.run.processed_chunks) == (2, 1, 3)
+
+
+def test_failed_chunks_form_a_streak_that_an_answer_ends(store: RunStore) -> None:
+    run = store.create_run(DATASET, None)
+    assert store.record_chunk_failures(run.id, 3, attempt=1) == 3
+    assert store.record_chunk_failures(run.id, 2, attempt=1) == 5
+    assert store.get_run(run.id).failed_chunk_streak == 5
+    store.record_batch(_batch(run.id, {"a": ["What is A?"]}))
+    assert store.get_run(run.id).failed_chunk_streak == 0
+    with pytest.raises(InvalidTransitionError):
+        store.record_chunk_failures(run.id, 1, attempt=2)
+    assert store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED)
+    with pytest.raises(InvalidTransitionError):
+        store.record_chunk_failures(run.id, 1, attempt=1)
+
+
+def test_the_source_of_a_run_is_recorded_once(store: RunStore) -> None:
+    run = store.create_run(DATASET, None)
+    first = RunSource(
+        dataset_fingerprint="f1", generator="openai", llm_model="m1", embedding_model="e1"
+    )
+    recorded = store.set_run_source(run.id, first, attempt=1)
+    assert (recorded.dataset_fingerprint, recorded.generator, recorded.llm_model) == (
+        "f1",
+        "openai",
+        "m1",
+    )
+    assert recorded.embedding_model == "e1"
+    other = RunSource(dataset_fingerprint="f2", generator="offline", embedding_model="e2")
+    kept = store.set_run_source(run.id, other, attempt=1)
+    assert (kept.dataset_fingerprint, kept.generator, kept.llm_model, kept.embedding_model) == (
+        "f1",
+        "openai",
+        "m1",
+        "e1",
+    )
+    assert store.get_run(run.id).dataset_fingerprint == "f1"
+    assert store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATING_FAILED)
+    with pytest.raises(InvalidTransitionError):
+        store.set_run_source(run.id, first, attempt=1)

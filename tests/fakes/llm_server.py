@@ -42,8 +42,21 @@ from typing import Any, Literal
 
 import pytest
 
-ContentMode = Literal["json", "truncated_json", "lines", "garbage", "empty"]
-CONTENT_MODES: tuple[str, ...] = ("json", "truncated_json", "lines", "garbage", "empty")
+ContentMode = Literal["json", "truncated_json", "lines", "garbage", "empty", "prose", "nul"]
+CONTENT_MODES: tuple[str, ...] = (
+    "json",
+    "truncated_json",
+    "lines",
+    "garbage",
+    "empty",
+    "prose",
+    "nul",
+)
+BODY_MODES: tuple[str, ...] = ("completion", "truncated", "not_completion")
+PROSE = (
+    "I am sorry, but I cannot write questions about this passage. It describes an experiment "
+    "and its results in some detail. Let me know if you would like a summary instead."
+)
 
 _CHUNK_RE = re.compile(r"<chunk>(.*?)</chunk>", re.DOTALL)
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{3,}")
@@ -160,7 +173,11 @@ class Faults:
     """The next N calls hang `hang_seconds` (past the client's timeout), then close unanswered."""
     hang_seconds: float = 30.0
     content_mode: str = "json"
-    """How the questions are written: json | truncated_json | lines | garbage | empty."""
+    """How the questions are written: json | truncated_json | lines | garbage | empty | prose
+    (an answer without a question) | nul (JSON whose questions hold NUL characters)."""
+    body_mode: str = "completion"
+    """The 200's body: completion | truncated (the JSON cut short) | not_completion (JSON,
+    but not a chat completion: what a proxy's error page in JSON looks like)."""
     meta_lines: bool = False
     """Mix meta lines and numbered prefixes into the questions."""
     dim: int = 64
@@ -171,6 +188,8 @@ class Faults:
     def __post_init__(self) -> None:
         if self.content_mode not in CONTENT_MODES:
             raise ValueError(f"content_mode must be one of {CONTENT_MODES}")
+        if self.body_mode not in BODY_MODES:
+            raise ValueError(f"body_mode must be one of {BODY_MODES}")
 
 
 class FakeLLMServer:
@@ -334,6 +353,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_broken(self, body_mode: str) -> None:
+        """A 200 whose body is not a usable chat completion."""
+        if body_mode == "truncated":
+            data = json.dumps({"id": "chatcmpl-x", "object": "chat.completion", "choices": [{}]})
+            data = data[: len(data) // 2]
+        else:
+            data = json.dumps({"status": "ok", "message": "upstream busy"})
+        raw = data.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
     def _read_json(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -426,6 +459,12 @@ class _Handler(BaseHTTPRequestHandler):
         content = _render(questions, faults)
         prompt_tokens = sum(len(_text_of(m.get("content")).split()) for m in messages)
         completion_tokens = len(content.split())
+        if faults.body_mode != "completion":
+            try:
+                self._send_broken(faults.body_mode)
+            finally:
+                fake._finish(200, 0, key)
+            return
         try:
             self._send(
                 200,
@@ -516,6 +555,10 @@ def _render(questions: list[str], faults: Faults) -> str:
             return "\n".join(questions)
         case "garbage":
             return "{{{ this is not json at all"
+        case "prose":
+            return PROSE
+        case "nul":
+            return json.dumps({"questions": [q.replace(" ", " \u0000", 1) for q in questions]})
         case _:
             return ""
 

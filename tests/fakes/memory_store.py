@@ -31,6 +31,7 @@ from deepmem.domain.models import (
     TrainingPair,
     TrainingRun,
 )
+from deepmem.domain.provenance import RunSource
 from deepmem.domain.status import (
     ACTIVE_STATUSES,
     BLOCKING_STATUSES,
@@ -48,6 +49,7 @@ class MemoryRunStore:
         self._runs: dict[UUID, TrainingRun] = {}
         self._pairs: dict[UUID, list[TrainingPair]] = {}
         self._processed: dict[UUID, set[str]] = {}
+        self._rejected: dict[UUID, set[str]] = {}
         self._settings = settings or Settings()
         self._pair_ids = itertools.count(1)
         # Strictly increasing timestamps keep "newest first" deterministic in fast tests.
@@ -91,6 +93,7 @@ class MemoryRunStore:
             self._runs[run.id] = run
             self._pairs[run.id] = []
             self._processed[run.id] = set()
+            self._rejected[run.id] = set()
             return run
 
     def get_run(self, run_id: UUID) -> TrainingRun:
@@ -132,11 +135,23 @@ class MemoryRunStore:
                 raise IncompleteGenerationError(f"training run {run_id} has unprocessed chunks")
             # Entering an active status clears the error; a failed status keeps the one given.
             error = None if target in ACTIVE_STATUSES else (error_message or run.error_message)
+            redo: dict[str, Any] = {}
+            if run.status is RunStatus.GENERATING_FAILED and target is RunStatus.GENERATING:
+                # Like the SQL trigger: a proceed redoes the rejected chunks, with a new budget.
+                rejected = self._rejected[run.id]
+                self._processed[run.id] -= rejected
+                redo = {
+                    "processed_chunks": run.processed_chunks - len(rejected),
+                    "rejected_chunks": 0,
+                    "failed_chunk_streak": 0,
+                }
+                self._rejected[run.id] = set()
             return self._save(
                 run,
                 status=target,
                 error_message=error,
                 attempt=run.attempt + 1 if next_attempt else run.attempt,
+                **redo,
             )
 
     def _worker_run(self, run_id: UUID, attempt: int, *statuses: RunStatus) -> TrainingRun:
@@ -176,6 +191,8 @@ class MemoryRunStore:
                     continue  # a retried batch changes nothing for this chunk
                 processed.add(chunk.chunk_id)
                 new_chunks += 1
+                if not chunk.questions:
+                    self._rejected[run.id].add(chunk.chunk_id)
                 # Like the unique (run, chunk, question) index: a repeated question is one pair.
                 for question in dict.fromkeys(chunk.questions):
                     self._pairs[run.id].append(
@@ -191,6 +208,8 @@ class MemoryRunStore:
             if new_chunks:
                 run = self._save(
                     run,
+                    rejected_chunks=len(self._rejected[run.id]),
+                    failed_chunk_streak=0,
                     processed_chunks=run.processed_chunks + new_chunks,
                     pair_count=run.pair_count + new_pairs,
                     llm_calls=run.llm_calls + batch.llm_calls,
@@ -209,6 +228,25 @@ class MemoryRunStore:
             self._run(run_id)
             return self._processed[run_id] & set(chunk_ids)
 
+    def record_chunk_failures(self, run_id: UUID, failed: int, attempt: int) -> int:
+        with self._lock:
+            run = self._worker_run(run_id, attempt, RunStatus.GENERATING)
+            run = self._save(run, failed_chunk_streak=run.failed_chunk_streak + max(failed, 0))
+            return run.failed_chunk_streak
+
+    def set_run_source(self, run_id: UUID, source: RunSource, *, attempt: int) -> TrainingRun:
+        with self._lock:
+            run = self._worker_run(run_id, attempt, RunStatus.GENERATING)
+            changes: dict[str, Any] = {}
+            if run.dataset_fingerprint is None:
+                changes["dataset_fingerprint"] = source.dataset_fingerprint
+            if run.generator is None:
+                changes["generator"] = source.generator
+                changes["llm_model"] = source.llm_model
+            if run.embedding_model is None:
+                changes["embedding_model"] = source.embedding_model
+            return self._save(run, **changes)
+
     def list_pairs(self, run_id: UUID, limit: int = 100, offset: int = 0) -> list[TrainingPair]:
         with self._lock:
             return list(self._pairs.get(run_id, [])[offset : offset + limit])
@@ -221,6 +259,7 @@ class MemoryRunStore:
             deleted = len(self._pairs.pop(run_id, []))
             self._processed.pop(run_id, None)
             self._leases.pop(run_id, None)
+            self._rejected.pop(run_id, None)
             del self._runs[run_id]
             return DeleteOutcome(training_run_id=run_id, deleted_pairs=deleted)
 

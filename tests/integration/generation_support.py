@@ -56,7 +56,7 @@ def service(database_url: str, base_url: str | None) -> GenerationService:
     config = Config.model_validate(
         {"DATABASE_URL": database_url, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "test"}
         if base_url
-        else {"DATABASE_URL": database_url}
+        else {"DATABASE_URL": database_url, "DEEPMEM_GENERATOR": "offline"}
     )
     return build_generation_service(config)
 

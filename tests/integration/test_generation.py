@@ -88,7 +88,9 @@ def test_a_lane_makes_one_store_round_trip_per_batch(
     run = postgres_store.create_run(dataset, None)
     counting = CountingPostgresStore(database_url)
     try:
-        config = Config.model_validate({"DATABASE_URL": database_url})
+        config = Config.model_validate(
+            {"DATABASE_URL": database_url, "DEEPMEM_GENERATOR": "offline"}
+        )
         svc = build_generation_service(config, store=counting)
         plan = svc.plan(run.id)
         if resumed:  # the first 15 chunks of lane 0 processed before: one batch whole, one half

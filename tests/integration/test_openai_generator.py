@@ -296,3 +296,37 @@ def test_a_requests_per_minute_cap_is_respected_and_every_chunk_recovers(
     assert sum(r.retries for r in results) >= 3
     assert server.stats()["by_status"]["200"] == 6
     assert server.stats()["answered_per_chunk"] == {chunk_key(c.text): 1 for c in chunks}
+
+
+@pytest.mark.parametrize("body_mode", ["truncated", "not_completion"])
+def test_a_broken_200_is_transient_and_retried_like_a_5xx(
+    server: FakeLLMServer, body_mode: str
+) -> None:
+    server.configure(body_mode=body_mode)
+    sleep = RecordingSleep()
+    with pytest.raises(TransientGenerationError) as caught:
+        generate(server, sleep=sleep, max_retries=3)
+    assert "4 attempts" in str(caught.value)
+    assert server.calls_for(CHUNK.text) == 4
+    assert len(sleep.delays) == 3
+    # And it recovers when the body is whole again, like a 5xx does.
+    server.configure(body_mode=body_mode)
+    server.reset()
+
+    async def flaky(g: OpenAIQuestionGenerator) -> GeneratedQuestions:
+        first = asyncio.create_task(g.generate(CHUNK, 3))
+        while server.calls_for(CHUNK.text) < 1:
+            await asyncio.sleep(0.001)
+        server.configure(body_mode="completion")
+        return await first
+
+    result: GeneratedQuestions = run(server, flaky, sleep=RecordingSleep())
+    assert result.questions == EXPECTED
+    assert result.retries >= 1
+
+
+def test_nul_characters_in_an_answer_are_cleaned(server: FakeLLMServer) -> None:
+    server.configure(content_mode="nul")
+    result = generate(server)
+    assert result.questions == EXPECTED
+    assert not any("\x00" in q for q in result.questions)

@@ -75,7 +75,8 @@ def test_repeated_generate_is_409_naming_the_run_just_started(fn, service, workf
 
     assert again.status == 409
     assert again.body == {
-        "detail": BLOCKED,
+        "detail": f"{BLOCKED} (run {first}, generating): wait for it, or cancel it: "
+        f"`deepmem cancel {first}` (POST {P}/runs/{first}/cancel)",
         "blocking_run_id": str(first),
         "blocking_run_status": "generating",
     }
@@ -603,3 +604,86 @@ def test_each_function_serves_only_its_routes(fn, service) -> None:
     assert call(fn["settings"], api_event("POST", f"{P}/generate")).status == 404
     unknown = call(fn["runs"], api_event("GET", "/elsewhere"))
     assert (unknown.status, unknown.body) == (404, {"detail": "Not found"})
+
+
+# what is used, and the refusals before any run exists
+
+
+def _service_with(store: MemoryRunStore, workflow: FakeWorkflow, **env: str) -> RunService:
+    from deepmem.config import Config
+    from deepmem.wiring import generator_choice
+
+    config = Config.model_validate({"DEEPMEM_DATASET": "/data/kb", **env})
+    return RunService(
+        store,
+        workflow,
+        dataset="/data/kb",
+        generator_choice=generator_choice(config),
+        dataset_present=lambda path: path != "/data/kb" or env.get("present", "yes") == "yes",
+    )
+
+
+def test_generate_without_a_generator_is_409_before_any_run(fn, store, workflow) -> None:
+    with use_run_service(_service_with(store, workflow)):
+        answer = call(fn["runs"], api_event("POST", f"{P}/generate"))
+        settings = call(fn["settings"], api_event("GET", f"{P}/settings"))
+
+    assert answer.status == 409
+    assert "DEEPMEM_GENERATOR=offline" in answer.body["detail"]
+    assert store.list_runs() == [] and workflow.started == []
+    assert settings.body["generator"] is None
+    assert "OPENAI_API_KEY" in settings.body["generator_problem"]
+    assert settings.body["embedding_model_in_use"] == "text-embedding-3-small"
+    assert settings.body["embedding_model_source"] == "settings"
+
+
+def test_generate_without_a_dataset_is_409_before_any_run(fn, store, workflow) -> None:
+    service = _service_with(store, workflow, DEEPMEM_GENERATOR="offline", present="no")
+    with use_run_service(service):
+        answer = call(fn["runs"], api_event("POST", f"{P}/generate"))
+
+    assert answer.status == 409
+    assert "no dataset at '/data/kb'" in answer.body["detail"]
+    assert store.list_runs() == [] and workflow.started == []
+
+
+def test_settings_and_runs_say_which_generator_is_used(fn, store, workflow) -> None:
+    service = _service_with(
+        store, workflow, OPENAI_API_KEY="k", OPENAI_BASE_URL="http://127.0.0.1:9/v1"
+    )
+    with use_run_service(service):
+        settings = call(fn["settings"], api_event("GET", f"{P}/settings"))
+        run_id = generate(fn)
+        run = call(fn["runs"], api_event("GET", f"{P}/runs/{run_id}"))
+
+    assert settings.body["generator"] == {
+        "kind": "openai",
+        "model": "gpt-4o-mini",
+        "endpoint": "http://127.0.0.1:9/v1",
+    }
+    assert settings.body["generator_problem"] is None
+    # Recorded by the plan (no plan ran here): the fields are there, null until then.
+    assert {"generator", "llm_model", "embedding_model", "rejected_chunks"} <= set(run.body)
+    assert run.body["rejected_chunks"] == 0 and run.body["generator"] is None
+
+
+def test_proceed_with_another_generator_is_409_with_the_way_out(fn, store, workflow) -> None:
+    from deepmem.domain.provenance import RunSource
+
+    run = store.create_run("/data/kb", None)
+    store.set_run_source(
+        run.id,
+        RunSource(dataset_fingerprint="f", generator="openai", llm_model="gpt-4o-mini"),
+        attempt=run.attempt,
+    )
+    to_status(store, run.id, RunStatus.GENERATING_FAILED)
+    with use_run_service(_service_with(store, workflow, DEEPMEM_GENERATOR="offline")):
+        answer = call(
+            fn["proceed"], api_event("POST", f"{P}/proceed", {"training_run_id": str(run.id)})
+        )
+
+    assert answer.status == 409
+    assert answer.body["blocking_run_id"] == str(run.id)
+    assert f"deepmem delete {run.id}" in answer.body["detail"]
+    assert f"DELETE {P}/runs/{run.id}" in answer.body["detail"]
+    assert store.get_run(run.id).status is RunStatus.GENERATING_FAILED

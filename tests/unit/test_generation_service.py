@@ -12,8 +12,16 @@ from uuid import UUID
 
 import pytest
 from deepmem.domain.chunks import Chunk, Lane
-from deepmem.domain.errors import GenerationError, InvalidTransitionError
+from deepmem.domain.errors import (
+    GenerationError,
+    InvalidTransitionError,
+    RetryBudgetExhaustedError,
+    RunSourceChangedError,
+    TooFewPairsError,
+    TransientGenerationError,
+)
 from deepmem.domain.models import BatchOutcome, BatchRecord, ChunkQuestions, Settings
+from deepmem.domain.provenance import GeneratorChoice
 from deepmem.domain.status import RunStatus
 from deepmem.ports import GeneratedQuestions
 from deepmem.services.generation import GenerationService, LaneSetup
@@ -64,6 +72,9 @@ class ListSource:
 
     def count(self) -> int:
         return len(self.chunks)
+
+    def fingerprint(self) -> str:
+        return "|".join(c.id for c in self.chunks)
 
     def read(self, start: int, stop: int) -> list[Chunk]:
         return self.chunks[start:stop]
@@ -244,3 +255,79 @@ def test_the_handler_passes_the_setup_and_the_output_carries_it_on() -> None:
         event = events.batch_input(run_id, lane_=out["lane"], setup=out["setup"])
     assert store.calls[0] == "record_batch"
     assert set(store.calls) == {"record_batch"}
+
+
+class OutageGenerator(FakeGenerator):
+    """Every call fails as an LLM outage does once the adapter's retries are spent."""
+
+    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+        self.asked[chunk.id] += 1
+        await asyncio.sleep(0.001)
+        raise TransientGenerationError(f"LLM call for chunk {chunk.id} failed: HTTP 500")
+
+
+def test_an_outage_spends_the_retry_budget_across_calls_then_stops_for_good() -> None:
+    settings = Settings(batch_size=4, concurrency=2, lanes=1)
+    generator = OutageGenerator()
+    store = CountingStore(MemoryRunStore(settings))
+    source = ListSource(40)
+    service = GenerationService(
+        store, lambda _dataset: source, lambda _settings: generator, max_failed_chunks=5
+    )
+    run_id = store.inner.create_run(DATASET, None).id
+    plan = service.plan(run_id)
+    lane = plan.lanes[0]
+    errors: list[type[Exception]] = []
+    for _ in range(4):  # the state machine's retries of the transient error
+        try:
+            service.batch(run_id, lane, setup=plan.setup)
+        except Exception as exc:
+            errors.append(type(exc))
+    # 2 chunks in flight fail per call: 2, 4, then 6 >= 5 stops the run; the 4th call
+    # finds the budget spent and asks the LLM nothing.
+    assert errors == [
+        TransientGenerationError,
+        TransientGenerationError,
+        RetryBudgetExhaustedError,
+        RetryBudgetExhaustedError,
+    ]
+    assert sum(generator.asked.values()) == 6
+    assert store.inner.get_run(run_id).failed_chunk_streak == 6
+
+
+def test_finish_refuses_too_few_pairs_and_says_why() -> None:
+    settings = Settings(batch_size=10, concurrency=4, lanes=1, questions_per_chunk=1)
+    service, store, run_id = _service(4, settings, FakeGenerator())
+    plan = service.plan(run_id)
+    assert service.batch(run_id, plan.lanes[0], setup=plan.setup).done
+    with pytest.raises(TooFewPairsError) as caught:
+        service.finish(run_id)
+    assert "4 pairs from 4 chunks, none of them rejected" in str(caught.value)
+    assert f"deepmem delete {run_id}" in str(caught.value)
+    assert store.inner.get_run(run_id).status is RunStatus.GENERATING
+
+
+def test_a_plan_over_another_dataset_or_generator_is_refused() -> None:
+    settings = Settings(batch_size=10, lanes=1)
+    store = MemoryRunStore(settings)
+    source = ListSource(12)
+    kind = ["openai"]
+    service = GenerationService(
+        store,
+        lambda _dataset: source,
+        lambda _settings: FakeGenerator(),
+        generator_choice=lambda s: GeneratorChoice(kind=kind[0], model=s.llm_model),
+    )
+    run_id = store.create_run(DATASET, None).id
+    service.plan(run_id)
+    recorded = store.get_run(run_id)
+    assert (recorded.generator, recorded.llm_model) == ("openai", settings.llm_model)
+    assert recorded.dataset_fingerprint == source.fingerprint()
+    service.plan(run_id)  # the same dataset and generator: a proceed may go on
+    kind[0] = "offline"
+    with pytest.raises(RunSourceChangedError, match="the configured generator is offline"):
+        service.plan(run_id)
+    kind[0] = "openai"
+    source.chunks.append(Chunk(id="chunk-new", text="New."))
+    with pytest.raises(RunSourceChangedError, match="another version of dataset"):
+        service.plan(run_id)

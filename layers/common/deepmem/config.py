@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -42,6 +42,19 @@ class Config(BaseModel):
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_api_key_secret: str | None = Field(default=None, alias="OPENAI_API_KEY_SECRET")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    generator: Literal["", "openai", "offline"] = Field(
+        default="",
+        alias="DEEPMEM_GENERATOR",
+        description="openai (the default: the `llm_model` setting over OPENAI_BASE_URL, which "
+        "needs OPENAI_API_KEY or a base URL) or offline (questions from the chunk's own words)",
+    )
+    max_failed_chunks: int = Field(
+        default=8,
+        ge=1,
+        le=100_000,
+        alias="DEEPMEM_MAX_FAILED_CHUNKS",
+        description="chunks failing in a row (after their retries) that stop a generation",
+    )
     llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="DEEPMEM_LLM_TIMEOUT")
     llm_max_retries: int = Field(default=6, ge=0, le=20, alias="DEEPMEM_LLM_MAX_RETRIES")
     activeloop_token: SecretStr | None = Field(default=None, alias="ACTIVELOOP_TOKEN")

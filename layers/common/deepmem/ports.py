@@ -17,6 +17,7 @@ from deepmem.domain.models import (
     TrainingPair,
     TrainingRun,
 )
+from deepmem.domain.provenance import RunSource
 from deepmem.domain.status import Phase, RunStatus
 
 
@@ -86,6 +87,18 @@ class RunStore(Protocol):
         """Which of `chunk_ids` this run has already processed."""
         ...
 
+    def record_chunk_failures(self, run_id: UUID, failed: int, attempt: int) -> int:
+        """Add `failed` chunks to the run's streak of failed chunks (any recorded answer ends
+        a streak; so does a proceed); return the streak. StaleWorkerError when the run is not
+        `generating` at the worker's `attempt`."""
+        ...
+
+    def set_run_source(self, run_id: UUID, source: RunSource, *, attempt: int) -> TrainingRun:
+        """Record what the run's pairs come from, unless already recorded: the returned run
+        holds what was recorded first. StaleWorkerError when the run is not `generating` at
+        the worker's `attempt`."""
+        ...
+
     def list_pairs(self, run_id: UUID, limit: int = 100, offset: int = 0) -> list[TrainingPair]:
         """Ordered by id (insertion order)."""
         ...
@@ -120,6 +133,11 @@ class ChunkSource(Protocol):
     """Read a DeepLake dataset by index ranges."""
 
     def count(self) -> int: ...
+
+    def fingerprint(self) -> str:
+        """A digest of the dataset's chunk ids, in order, and its version: another dataset at
+        the same path, or chunks added, removed or re-ordered, give another digest."""
+        ...
 
     def read(self, start: int, stop: int) -> list[Chunk]:
         """Chunks with index in [start, stop), in index order."""

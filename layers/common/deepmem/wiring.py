@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from deepmem.config import Config, load_config, revealed
 from deepmem.domain.datasets import is_cloud_dataset
-from deepmem.domain.errors import ConfigurationError
+from deepmem.domain.errors import ConfigurationError, GeneratorNotConfiguredError
 
 if TYPE_CHECKING:
     from deepmem.adapters.dataset.corpus import Corpus, CorpusSearch
     from deepmem.adapters.generators.offline import OfflineQuestionGenerator
     from deepmem.domain.models import Settings, TrainerKind, TrainingRun
+    from deepmem.domain.provenance import GeneratorChoice
     from deepmem.ports import ChunkSource, Embedder, QuestionGenerator, RunStore, Trainer, Workflow
     from deepmem.services.generation import GenerationService
     from deepmem.services.runs import RunService
@@ -39,8 +40,10 @@ __all__ = [
     "build_training_service",
     "build_workflow",
     "chunk_source_for",
+    "dataset_present",
     "embedder_for_model",
     "forget_run_stores",
+    "generator_choice",
     "generator_for",
     "load_config",
     "load_corpus",
@@ -117,21 +120,53 @@ def chunk_source_for(config: Config) -> Callable[[str], ChunkSource]:
     return source
 
 
+def generator_choice(config: Config) -> Callable[[Settings], GeneratorChoice]:
+    """The generator the configuration chooses, said once for the API, the CLI and the run:
+    DEEPMEM_GENERATOR=offline, else the `llm_model` setting over an OpenAI-compatible endpoint,
+    which needs a key (or a secret naming one) or a base URL. Without them generation is
+    refused (GeneratorNotConfiguredError), never silently offline."""
+    from deepmem.domain.provenance import GeneratorChoice, GeneratorKind
+
+    def choice(settings: Settings) -> GeneratorChoice:
+        if config.generator == GeneratorKind.OFFLINE:
+            return GeneratorChoice(kind=GeneratorKind.OFFLINE)
+        if not (
+            revealed(config.openai_api_key)
+            or config.openai_api_key_secret
+            or config.openai_base_url
+        ):
+            raise GeneratorNotConfiguredError(
+                f"the LLM generator (llm_model {settings.llm_model!r}) needs OPENAI_API_KEY "
+                "(or OPENAI_API_KEY_SECRET, or OPENAI_BASE_URL for a local endpoint), and none "
+                "is set; to generate without an LLM (questions formed from each chunk's own "
+                "words), choose the offline generator explicitly: DEEPMEM_GENERATOR=offline"
+            )
+        return GeneratorChoice(
+            kind=GeneratorKind.OPENAI,
+            model=settings.llm_model,
+            endpoint=config.openai_base_url or "https://api.openai.com/v1",
+        )
+
+    return choice
+
+
 def generator_for(config: Config) -> Callable[[Settings], QuestionGenerator]:
-    """An OpenAI-compatible endpoint when a key or base URL is configured, else offline."""
+    """The generator `generator_choice` names."""
+    choose = generator_choice(config)
 
     def generator(settings: Settings) -> QuestionGenerator:
-        from deepmem.adapters.secrets import value_or_secret
+        from deepmem.domain.provenance import GeneratorKind
 
-        key = value_or_secret(revealed(config.openai_api_key), config.openai_api_key_secret)
-        if not key and not config.openai_base_url:
+        if choose(settings).kind == GeneratorKind.OFFLINE:
             from deepmem.adapters.generators.offline import OfflineQuestionGenerator
 
             return OfflineQuestionGenerator()
         import openai
 
         from deepmem.adapters.generators.openai import OpenAIQuestionGenerator
+        from deepmem.adapters.secrets import value_or_secret
 
+        key = value_or_secret(revealed(config.openai_api_key), config.openai_api_key_secret)
         # Made per invocation: an async client belongs to the event loop it runs on.
         client = openai.AsyncOpenAI(
             api_key=key or "unused", base_url=config.openai_base_url, max_retries=0
@@ -144,6 +179,16 @@ def generator_for(config: Config) -> Callable[[Settings], QuestionGenerator]:
         )
 
     return generator
+
+
+def dataset_present(path: str) -> bool:
+    """Whether a local dataset exists at `path` (read without importing DeepLake: the API
+    functions never do). A remote dataset is taken as present: its plan reports it."""
+    from pathlib import Path
+
+    if "://" in path and not path.startswith("file://"):
+        return True
+    return (Path(path.removeprefix("file://")) / "dataset_meta.json").is_file()
 
 
 def build_generation_service(
@@ -160,7 +205,12 @@ def build_generation_service(
             return wrap(plain(settings))
 
     return GenerationService(
-        store or shared_run_store(config), chunk_source_for(config), generators
+        store or shared_run_store(config),
+        chunk_source_for(config),
+        generators,
+        generator_choice=generator_choice(config),
+        embedding_model_of=recorded_embedding_model(config),
+        max_failed_chunks=config.max_failed_chunks,
     )
 
 
@@ -173,7 +223,40 @@ def build_run_service(
         store=store or shared_run_store(config),
         workflow=workflow or build_workflow(config),
         dataset=config.dataset_path,
+        generator_choice=generator_choice(config),
+        dataset_present=dataset_present,
+        dataset_fingerprint=_where_deeplake(config, _fingerprint),
+        embedding_model_of=_where_deeplake(config, _embedding_model),
     )
+
+
+def _fingerprint(config: Config, dataset: str) -> str | None:
+    return chunk_source_for(config)(dataset).fingerprint()
+
+
+def _embedding_model(config: Config, dataset: str) -> str | None:
+    return recorded_embedding_model(config)(dataset)
+
+
+def _where_deeplake(
+    config: Config, read: Callable[[Config, str], str | None]
+) -> Callable[[str], str | None]:
+    """`read` where DeepLake is installed (the CLI, `deepmem serve`, the workers), else None:
+    an API function has no DeepLake layer, and the plan checks the dataset anyway. A dataset
+    that cannot be read answers None too (the plan reports it)."""
+    from importlib.util import find_spec
+
+    def reader(dataset: str) -> str | None:
+        if find_spec("deeplake") is None:
+            return None
+        from deepmem.domain.errors import DatasetError
+
+        try:
+            return read(config, dataset)
+        except DatasetError:
+            return None
+
+    return reader
 
 
 def build_workflow(config: Config) -> Workflow:

@@ -41,11 +41,11 @@ from deepmem.api.models import (
     SettingsOut,
     SettingsUpdateRequest,
 )
+from deepmem.domain.errors import API_PREFIX
 from deepmem.services.runs import RunExecution, RunService
 
 logger = Logger()
 
-API_PREFIX = "/v1/api/deep-memory"
 API_TITLE = "deepmem"
 API_VERSION = "1.0.0"
 

@@ -1,9 +1,10 @@
 """The one place that maps errors to HTTP answers. Every body is JSON with `detail`.
 
 Mapped by type, never by message: 404 unknown run; 409 a move the lifecycle forbids, a blocking
-run (with `blocking_run_id`/`blocking_run_status`), locked settings, settings the dataset cannot
-honour; 422 invalid input; 401 no verified caller; 415 a body that is not JSON; 503 the store
-or the workflow engine failing; 500 anything else.
+run (with `blocking_run_id`/`blocking_run_status`), locked settings, a resume over another
+dataset or generator, settings the dataset cannot honour, no generator configured, no dataset;
+422 invalid input (a value the store cannot hold included); 401 no verified caller; 415 a
+body that is not JSON; 503 the store or the workflow engine failing; 500 anything else.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 
 from deepmem.domain.errors import (
     BlockingRunExistsError,
+    DatasetMissingError,
     DeepmemError,
+    GeneratorNotConfiguredError,
+    InvalidDataError,
     InvalidSettingsError,
     InvalidTransitionError,
     RunNotFoundError,
+    RunSourceChangedError,
     SettingsLockedError,
     StoreError,
     WorkflowError,
@@ -63,10 +68,15 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
     def _invalid_request(exc: RequestValidationError) -> Response[Any]:
         return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, _validation_detail(exc))
 
-    @app.exception_handler(InvalidSettingsError)
-    def _invalid_settings(exc: InvalidSettingsError) -> Response[Any]:
-        # Well-formed, but at odds with this deployment's dataset: a conflict, not bad input.
+    @app.exception_handler([InvalidSettingsError, GeneratorNotConfiguredError, DatasetMissingError])
+    def _invalid_settings(exc: DeepmemError) -> Response[Any]:
+        # Well-formed, but at odds with this deployment (its dataset, its generator): a
+        # conflict, not bad input; the message says what to configure.
         return error_response(HTTPStatus.CONFLICT, str(exc))
+
+    @app.exception_handler(InvalidDataError)
+    def _invalid_data(exc: InvalidDataError) -> Response[Any]:
+        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _unsupported_media_type(exc: RequestUnsupportedContentType) -> Response[Any]:
@@ -90,8 +100,10 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
     def _run_not_found(exc: RunNotFoundError) -> Response[Any]:
         return error_response(HTTPStatus.NOT_FOUND, str(exc), training_run_id=exc.run_id)
 
-    @app.exception_handler([BlockingRunExistsError, SettingsLockedError])
-    def _blocked_by_a_run(exc: BlockingRunExistsError | SettingsLockedError) -> Response[Any]:
+    @app.exception_handler([BlockingRunExistsError, SettingsLockedError, RunSourceChangedError])
+    def _blocked_by_a_run(
+        exc: BlockingRunExistsError | SettingsLockedError | RunSourceChangedError,
+    ) -> Response[Any]:
         return error_response(
             HTTPStatus.CONFLICT,
             str(exc),

@@ -152,6 +152,20 @@ class RunOut(BaseModel):
     attempt: int
     llm_calls: int
     tokens_used: int
+    rejected_chunks: int = Field(
+        description="processed chunks whose answer held no usable question (a proceed asks "
+        "about them again)"
+    )
+    failed_chunk_streak: int = Field(
+        description="chunks failed in a row after their retries; at DEEPMEM_MAX_FAILED_CHUNKS "
+        "the generation stops"
+    )
+    dataset_fingerprint: str | None = Field(
+        description="digest of the dataset's chunk ids and version when the run was planned"
+    )
+    generator: str | None = Field(description="what produced the pairs: openai or offline")
+    llm_model: str | None
+    embedding_model: str | None
     metrics: dict[str, Any]
     created_at: datetime
     updated_at: datetime
@@ -198,6 +212,12 @@ class RunDeleted(BaseModel):
         return cls(training_run_id=outcome.training_run_id, deleted_pairs=outcome.deleted_pairs)
 
 
+class GeneratorOut(BaseModel):
+    kind: str = Field(description="openai (any OpenAI-compatible endpoint) or offline")
+    model: str | None
+    endpoint: str | None
+
+
 class SettingsOut(BaseModel):
     questions_per_chunk: int
     llm_model: str
@@ -215,6 +235,16 @@ class SettingsOut(BaseModel):
         description="the trainer the next training will use; null when the `trainer` setting "
         "cannot be honoured on this dataset"
     )
+    generator: GeneratorOut | None = Field(
+        description="the generator the next generation will use; null when none can run "
+        "(`generator_problem` says why)"
+    )
+    generator_problem: str | None
+    embedding_model_in_use: str = Field(
+        description="the model that embeds questions and queries: the dataset's own when it "
+        "records one, else the `embedding_model` setting"
+    )
+    embedding_model_source: str = Field(description="dataset, run or settings")
 
     @classmethod
     def of(cls, view: SettingsView) -> SettingsOut:

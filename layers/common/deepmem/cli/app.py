@@ -26,10 +26,13 @@ from deepmem.api.models import OFFSET_MAX, PAGE_LIMIT_MAX
 from deepmem.domain.errors import (
     BlockingRunExistsError,
     ConfigurationError,
+    DatasetMissingError,
     DeepmemError,
+    GeneratorNotConfiguredError,
     InvalidSettingsError,
     InvalidTransitionError,
     RunNotFoundError,
+    RunSourceChangedError,
     SettingsLockedError,
 )
 from deepmem.domain.models import TrainingRun
@@ -61,6 +64,9 @@ _CONFLICTS = (
     InvalidTransitionError,
     SettingsLockedError,
     InvalidSettingsError,
+    RunSourceChangedError,
+    GeneratorNotConfiguredError,
+    DatasetMissingError,
 )
 
 
@@ -122,7 +128,8 @@ def _runtime() -> Any:
 
 def _run_table(runs: list[TrainingRun]) -> Table:
     table = Table()
-    for column in ("id", "status", "progress", "pairs", "attempt", "error", "created"):
+    columns = ("id", "status", "progress", "pairs", "rejected", "generator", "attempt", "error")
+    for column in (*columns, "created"):
         table.add_column(column)
     for run in runs:
         table.add_row(
@@ -130,6 +137,8 @@ def _run_table(runs: list[TrainingRun]) -> Table:
             run.status.value,
             f"{run.processed_chunks}/{run.total_chunks}",
             str(run.pair_count),
+            str(run.rejected_chunks),
+            " ".join(filter(None, (run.generator, run.llm_model))),
             str(run.attempt),
             (run.error_message or "")[:60],
             run.created_at.strftime("%Y-%m-%d %H:%M:%S"),

@@ -11,6 +11,7 @@ a new generation, and is proceeded to completion.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,12 @@ from deepmem.cli.runtime import ProcessLock, Runtime
 from deepmem.config import load_config
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.datasets import is_cloud_dataset
-from deepmem.domain.errors import BlockingRunExistsError, DeepmemError, GenerationError
+from deepmem.domain.errors import (
+    BlockingRunExistsError,
+    DeepmemError,
+    GenerationError,
+    way_out_of,
+)
 from deepmem.domain.models import Settings, SettingsUpdate, TrainingRun
 from deepmem.domain.status import PROCEED_TARGETS, Phase, RunStatus, done_status, failed_status
 from deepmem.local.functions import load_function
@@ -45,6 +51,14 @@ INJECTED = "injected fault"
 
 class CorpusNotFoundError(DeepmemError):
     pass
+
+
+class CorpusTooSmallError(DeepmemError, ValueError):
+    """`--fail-at generating` on a corpus with too few chunks to fail halfway."""
+
+
+#: `--fail-at generating` fails after a third of the chunks: fewer than this cannot.
+MIN_CHUNKS_TO_FAIL_HALFWAY = 3
 
 
 class DemoFault:
@@ -235,14 +249,18 @@ def run_phase(
     if run.status is failed_status(phase):
         show_failure(console, runtime, run)
         if not (fault.armed and fault.phase is phase):
-            raise DeepmemError(f"{phase.value} failed: {run.error_message}")
+            raise DeepmemError(
+                f"{phase.value} failed: {run.error_message}; {way_out_of(run.id, run.status)}"
+            )
         summary.recovered_from.append(f"{run.status.value}: {run.error_message}")
         fault.disarm()
         console.print(f"[green]POST /proceed[/green] {run.id}: resuming {phase.value}")
         run = runtime.runs().proceed(run.id).run
         run = follow(console, runtime, run, phase)
         if run.status is not done_status(phase):
-            raise DeepmemError(f"{phase.value} failed again: {run.error_message}")
+            raise DeepmemError(
+                f"{phase.value} failed again: {run.error_message}; {way_out_of(run.id, run.status)}"
+            )
     summary.seconds[phase.value] = round(time.monotonic() - started, 2)
     return run
 
@@ -254,6 +272,8 @@ def resume_unfinished(console: Console, runtime: Runtime) -> TrainingRun | None:
     if run is None:
         return None
     run = runtime.runs().fail_if_orphaned(run.id)
+    # Never resume over another dataset: the demo may just have rebuilt it from another corpus.
+    runtime.runs().check_source(run)
     console.print(f"[yellow]found unfinished run {run.id} ({run.status.value}): resuming it")
     return run
 
@@ -266,6 +286,10 @@ def run_demo(
     fail_at: Phase | None,
     summary_path: Path | None = None,
 ) -> DemoSummary:
+    # The demo is offline by definition: it chooses the offline generator explicitly (an LLM
+    # is never chosen, or dropped, silently).
+    os.environ["DEEPMEM_GENERATOR"] = "offline"
+    load_config.cache_clear()
     fault = DemoFault(fail_at, after_chunks=max(1, (limit or 100) // 3))
     summary = DemoSummary()
     started = time.monotonic()
@@ -278,6 +302,8 @@ def run_demo(
         dataset, chunks = build_demo_dataset(console, runtime, corpus, limit)
         summary.seconds["dataset"] = round(time.monotonic() - t0, 2)
         summary.dataset, summary.chunks = dataset, chunks
+        fault.after_chunks = _fault_point(fail_at, chunks)
+        console.print("generator: offline (the demo's choice, DEEPMEM_GENERATOR=offline)")
         runs = runtime.runs()
 
         run = resume_unfinished(console, runtime)
@@ -312,6 +338,17 @@ def run_demo(
     if summary_path is not None:
         summary_path.write_text(json.dumps(asdict(summary), indent=2))
     return summary
+
+
+def _fault_point(fail_at: Phase | None, chunks: int) -> int:
+    """After how many chunks `--fail-at generating` fails: a third of the dataset, so the
+    failure lands mid-generation; refused when the dataset is too small for that."""
+    if fail_at is Phase.GENERATING and chunks < MIN_CHUNKS_TO_FAIL_HALFWAY:
+        raise CorpusTooSmallError(
+            f"--fail-at generating needs at least {MIN_CHUNKS_TO_FAIL_HALFWAY} chunks to fail "
+            f"halfway; the dataset has {chunks}: use a larger corpus (or a larger --limit)"
+        )
+    return max(1, chunks // 3)
 
 
 def show_pairs(console: Console, runtime: Runtime, run: TrainingRun, count: int = 6) -> None:

@@ -11,6 +11,31 @@ if TYPE_CHECKING:
     from deepmem.domain.status import RunStatus
 
 
+API_PREFIX = "/v1/api/deep-memory"
+
+
+def delete_hint(run_id: UUID | str) -> str:
+    return f"delete it: `deepmem delete {run_id}` (DELETE {API_PREFIX}/runs/{run_id})"
+
+
+def way_out_of(run_id: UUID | str, status: RunStatus | str) -> str:
+    """How an admin gets a run out of the way, for its status: the CLI command and the API
+    call. Every "blocked" message ends with it."""
+    status = str(status)
+    if status in ("generating", "training"):
+        return (
+            f"wait for it, or cancel it: `deepmem cancel {run_id}` "
+            f"(POST {API_PREFIX}/runs/{run_id}/cancel)"
+        )
+    if status == "generated":
+        return f"train it: `deepmem train {run_id}` (POST {API_PREFIX}/train), or " + delete_hint(
+            run_id
+        )
+    return f"proceed it: `deepmem proceed {run_id}` (POST {API_PREFIX}/proceed), or " + delete_hint(
+        run_id
+    )
+
+
 class DeepmemError(Exception):
     """Base of every error deepmem raises on purpose."""
 
@@ -33,7 +58,10 @@ class InvalidTransitionError(DeepmemError):
 
 class BlockingRunExistsError(DeepmemError):
     def __init__(self, run_id: UUID | str, status: RunStatus | str) -> None:
-        super().__init__("Cannot start new generation: an unfinished training run exists")
+        super().__init__(
+            "Cannot start new generation: an unfinished training run exists "
+            f"(run {run_id}, {status}): {way_out_of(run_id, status)}"
+        )
         self.blocking_run_id = str(run_id)
         self.blocking_run_status = str(status)
 
@@ -80,7 +108,10 @@ class StaleWorkerError(InvalidTransitionError):
 
 class SettingsLockedError(DeepmemError):
     def __init__(self, run_id: UUID | str, status: RunStatus | str) -> None:
-        super().__init__(f"settings cannot change while training run {run_id} is '{status}'")
+        super().__init__(
+            f"settings cannot change while training run {run_id} is '{status}': "
+            f"{way_out_of(run_id, status)}"
+        )
         self.blocking_run_id = str(run_id)
         self.blocking_run_status = str(status)
 
@@ -97,6 +128,12 @@ class StoreError(DeepmemError):
     """The run store could not be reached or answered unexpectedly."""
 
 
+class InvalidDataError(DeepmemError):
+    """The store refused a value it cannot hold (SQLSTATE class 22: NUL in text, a bad
+    Unicode escape, a number out of range). Another try sends the same value: never retried,
+    and deliberately not a StoreError (which the state machine retries as transient)."""
+
+
 class GenerationError(DeepmemError):
     """Question generation failed for good (no retry will help: bad key, bad request...)."""
 
@@ -107,6 +144,34 @@ class TransientGenerationError(GenerationError):
 
 class IncompleteGenerationError(DeepmemError):
     """`finish` found chunks that were never processed."""
+
+
+class RetryBudgetExhaustedError(GenerationError):
+    """Too many chunks in a row failed after their retries: the run stops (`generating_failed`)
+    rather than pay for an outage chunk after chunk. Not transient: the state machine does
+    not retry it."""
+
+
+class TooFewPairsError(DeepmemError):
+    """`finish` refuses `generated`: the run holds fewer pairs than training needs."""
+
+
+class RunSourceChangedError(DeepmemError):
+    """A run would resume over another dataset (or another version of it) or with another
+    generator than the one that produced its pairs."""
+
+    def __init__(self, run_id: UUID | str, status: RunStatus | str, message: str) -> None:
+        super().__init__(message)
+        self.blocking_run_id = str(run_id)
+        self.blocking_run_status = str(status)
+
+
+class GeneratorNotConfiguredError(DeepmemError):
+    """The configured generator cannot run here (an LLM without a key or endpoint)."""
+
+
+class DatasetMissingError(DeepmemError):
+    """The configured dataset does not exist (or has no chunks): nothing to generate from."""
 
 
 class DatasetError(DeepmemError):

@@ -38,6 +38,12 @@ class TrainingRun(BaseModel):
     attempt: int = 1
     llm_calls: int = 0
     tokens_used: int = 0
+    rejected_chunks: int = 0
+    failed_chunk_streak: int = 0
+    dataset_fingerprint: str | None = None
+    generator: str | None = None
+    llm_model: str | None = None
+    embedding_model: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime

@@ -4,6 +4,7 @@ so an LLM's answer and the offline rules are held to the same bar before a pair 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 #: Longer than any question a user types; the pairs table and the dashboard need no more.
@@ -29,10 +30,21 @@ _PASSAGE_REF_RE = re.compile(
 )
 
 
+def strip_control_characters(raw: str) -> str:
+    """`raw` with every control character (NUL included) made a space, and lone surrogates and
+    noncharacters dropped: no store can hold them (PostgreSQL refuses NUL in text and
+    `\\u0000` in jsonb, UTF-8 cannot encode a lone surrogate), and no user types them."""
+    return "".join(
+        " " if category == "Cc" else ch
+        for ch in raw
+        if (category := unicodedata.category(ch)) not in ("Cs", "Cn")
+    )
+
+
 def normalize_question(raw: str) -> str:
-    """Strip list prefixes, quotes and markdown; one space between words; end with one "?".
-    Returns "" for anything that is not a usable question."""
-    text = " ".join(raw.split())
+    """Strip control characters, list prefixes, quotes and markdown; one space between words;
+    end with one "?". Returns "" for anything that is not a usable question."""
+    text = " ".join(strip_control_characters(raw).split())
     text = _LIST_PREFIX_RE.sub("", text, count=1)
     text = text.strip().strip("*_`\"'\u201c\u201d").strip()
     if not text or _META_RE.match(text) or text.endswith(":"):

@@ -13,7 +13,12 @@ from uuid import UUID
 from aws_lambda_powertools import Logger
 
 from deepmem.domain.chunks import Chunk
-from deepmem.domain.errors import DatasetError, StaleWorkerError
+from deepmem.domain.errors import (
+    DatasetError,
+    RetryBudgetExhaustedError,
+    StaleWorkerError,
+    TransientGenerationError,
+)
 from deepmem.domain.models import (
     BatchOutcome,
     BatchRecord,
@@ -109,10 +114,13 @@ class ChunkStream:
         settings: Settings,
         *,
         heartbeat_s: float = HEARTBEAT_S,
+        max_failed_chunks: int = 8,
     ) -> None:
         self.run: TrainingRun | None = None
         self.tally = Tally()
         self.failures: list[Exception] = []
+        self.failed_chunks = 0
+        self.max_failed_chunks = max_failed_chunks
         self.round_trips = 0
         self._store = store
         self._run_id = run_id
@@ -201,6 +209,39 @@ class ChunkStream:
         if close is not None:
             await close()
 
+    def over_budget(self) -> bool:
+        """The run's streak of failed chunks (as of the last round trip) is at the budget:
+        another lane stopped it, or an earlier invocation of this one."""
+        if self.run is None or self.run.failed_chunk_streak < self.max_failed_chunks:
+            return False
+        self.failures.insert(0, self._budget_error(self.run.failed_chunk_streak, None))
+        return True
+
+    async def count_failures(self) -> None:
+        """Add this invocation's failed chunks to the run's streak; at the budget, the first
+        failure becomes RetryBudgetExhaustedError (not retried: the run stops)."""
+        if not self.failed_chunks:
+            return
+        try:
+            streak = await asyncio.to_thread(
+                self._store.record_chunk_failures, self._run_id, self.failed_chunks, self._attempt
+            )
+        except Exception as exc:
+            self.failures.append(exc)
+            return
+        if streak >= self.max_failed_chunks:
+            self.failures.insert(0, self._budget_error(streak, self.failures[0]))
+
+    def _budget_error(self, streak: int, last: Exception | None) -> RetryBudgetExhaustedError:
+        error = RetryBudgetExhaustedError(
+            f"{streak} chunks in a row failed after all their retries (the budget is "
+            f"{self.max_failed_chunks}, DEEPMEM_MAX_FAILED_CHUNKS): generation stopped"
+            + (f"; the last error: {last}" if last is not None else "")
+            + ". Proceed the run once the LLM answers again."
+        )
+        error.__cause__ = last
+        return error
+
     def raise_failure(self) -> None:
         if not self.failures:
             return
@@ -221,6 +262,8 @@ class ChunkStream:
             # Appended after the await: `_write` swaps the list meanwhile.
             self._answered.append(answer)
         except Exception as exc:
+            if isinstance(exc, TransientGenerationError):
+                self.failed_chunks += 1
             self.failures.append(exc)
         finally:
             self._slowest_ms = max(self._slowest_ms, (time.monotonic() - started) * 1000)

@@ -19,13 +19,28 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict
 
 from deepmem.domain.chunks import Lane, split_into_lanes
-from deepmem.domain.errors import DatasetError, StaleWorkerError
+from deepmem.domain.errors import (
+    DatasetError,
+    RunSourceChangedError,
+    StaleWorkerError,
+    TooFewPairsError,
+)
 from deepmem.domain.models import Settings, TrainingRun
+from deepmem.domain.provenance import (
+    UNNAMED_GENERATOR,
+    GeneratorChoice,
+    RunSource,
+    source_mismatch,
+    too_few_pairs,
+)
 from deepmem.domain.status import RunStatus
 from deepmem.ports import ChunkSource, QuestionGenerator, RunStore
 from deepmem.services.chunk_stream import ChunkStream, NextBatch
 
 logger = Logger(child=True)
+
+#: Chunks failing in a row (each after the LLM adapter's own retries) that stop a run.
+DEFAULT_MAX_FAILED_CHUNKS = 8
 
 
 class LaneSetup(BaseModel):
@@ -71,19 +86,31 @@ class GenerationService:
         store: RunStore,
         chunk_source_for: Callable[[str], ChunkSource],
         generator_for: Callable[[Settings], QuestionGenerator],
+        *,
+        generator_choice: Callable[[Settings], GeneratorChoice] | None = None,
+        embedding_model_of: Callable[[str], str | None] | None = None,
+        max_failed_chunks: int = DEFAULT_MAX_FAILED_CHUNKS,
     ) -> None:
         self._store = store
         self._chunk_source_for = chunk_source_for
         self._generator_for = generator_for
+        self._generator_choice = generator_choice or _unnamed_generator
+        self._embedding_model_of = embedding_model_of or _nothing_recorded
+        self._max_failed_chunks = max_failed_chunks
 
     def plan(self, run_id: UUID, attempt: int | None = None) -> Plan:
         """`attempt`: the execution's (the state machine always gives it); None = the run's
         current one, for a caller with no execution."""
         run = self._generating_run(run_id, attempt)
         settings = self._store.get_settings()
-        available = self._chunk_source_for(run.dataset).count()
+        source = self._chunk_source_for(run.dataset)
+        forget = getattr(source, "close", None)
+        if forget is not None:
+            forget()  # a warm process kept it open: the plan must see the dataset as it is now
+        available = source.count()
         if available == 0:
             raise DatasetError(f"dataset {run.dataset} has no chunks to generate questions for")
+        self._record_source(run, settings, source)
         total = min(available, settings.max_chunks_per_run or available)
         self._store.set_total_chunks(run_id, total, attempt=run.attempt)
         lanes = split_into_lanes(total, settings.lanes)
@@ -131,11 +158,19 @@ class GenerationService:
         # it: an async client must not outlive the loop it was used on.
         source = self._chunk_source_for(setup.dataset)
         generator = self._generator_for(setup.settings)
-        stream = ChunkStream(self._store, run_id, attempt, generator, setup.settings)
+        stream = ChunkStream(
+            self._store,
+            run_id,
+            attempt,
+            generator,
+            setup.settings,
+            max_failed_chunks=self._max_failed_chunks,
+        )
         stream.start_heartbeat()
         try:
             cursor = await self._feed(stream, source, lane, setup, remaining_ms)
             await stream.drain()
+            await stream.count_failures()
         finally:
             await stream.close()
         stream.raise_failure()
@@ -185,7 +220,7 @@ class GenerationService:
             while ahead is not None:
                 batch = await ahead
                 ahead = None
-                if batch is None or stream.stopping:
+                if batch is None or stream.stopping or stream.over_budget():
                     break
                 if remaining_ms is not None and remaining_ms() < stream.margin_ms():
                     break
@@ -207,10 +242,32 @@ class GenerationService:
                 await asyncio.wait({ahead})
         return cursor
 
+    def _record_source(self, run: TrainingRun, settings: Settings, source: ChunkSource) -> None:
+        """Record what the pairs come from on the run's first plan; refuse any later plan (a
+        proceed) over another dataset or generator: its pairs would mix both."""
+        choice = self._generator_choice(settings)
+        wanted = RunSource(
+            dataset_fingerprint=source.fingerprint(),
+            generator=str(choice.kind),
+            llm_model=choice.model,
+            embedding_model=self._embedding_model_of(run.dataset) or settings.embedding_model,
+        )
+        recorded = self._store.set_run_source(run.id, wanted, attempt=run.attempt)
+        mismatch = source_mismatch(recorded, wanted)
+        if mismatch is not None:
+            raise RunSourceChangedError(run.id, run.status, mismatch)
+
     def finish(self, run_id: UUID, attempt: int | None = None) -> TrainingRun:
         """Every chunk processed → `generated` (the database refuses it otherwise), by
-        compare-and-set at the execution's `attempt`; StaleWorkerError for another attempt."""
-        attempt = attempt if attempt is not None else self._store.get_run(run_id).attempt
+        compare-and-set at the execution's `attempt` (StaleWorkerError for another attempt),
+        when the run holds the pairs training needs; TooFewPairsError (the run fails, and stays
+        resumable: a proceed asks about its rejected chunks again) otherwise."""
+        run = self._store.get_run(run_id)
+        attempt = attempt if attempt is not None else run.attempt
+        if run.status == RunStatus.GENERATING and run.processed_chunks >= run.total_chunks:
+            reason = too_few_pairs(run)
+            if reason is not None:
+                raise TooFewPairsError(reason)
         moved = self._store.transition(
             run_id, RunStatus.GENERATING, RunStatus.GENERATED, attempt=attempt
         )
@@ -230,3 +287,11 @@ class GenerationService:
         if run.status != RunStatus.GENERATING or attempt not in (None, run.attempt):
             raise StaleWorkerError(run_id, run.status, run.attempt, attempt or run.attempt)
         return run
+
+
+def _unnamed_generator(settings: Settings) -> GeneratorChoice:
+    return GeneratorChoice(kind=UNNAMED_GENERATOR)
+
+
+def _nothing_recorded(dataset: str) -> str | None:
+    return None

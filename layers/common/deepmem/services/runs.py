@@ -7,6 +7,7 @@ module only orders the calls so that no run is left stuck when an execution cann
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -14,10 +15,13 @@ from pydantic import BaseModel, ConfigDict
 
 from deepmem.domain.datasets import is_cloud_dataset
 from deepmem.domain.errors import (
+    DatasetMissingError,
+    GeneratorNotConfiguredError,
     InvalidSettingsError,
     InvalidTransitionError,
     RunNotCancellableError,
     RunNotProceedableError,
+    RunSourceChangedError,
     SettingsLockedError,
     WorkflowError,
 )
@@ -29,6 +33,12 @@ from deepmem.domain.models import (
     TrainerKind,
     TrainingPair,
     TrainingRun,
+)
+from deepmem.domain.provenance import (
+    UNNAMED_GENERATOR,
+    GeneratorChoice,
+    RunSource,
+    source_mismatch,
 )
 from deepmem.domain.status import (
     ACTIVE_STATUSES,
@@ -75,13 +85,46 @@ class SettingsView(BaseModel):
     blocking_run_status: RunStatus | None
     is_cloud: bool
     effective_trainer: TrainerKind | None
+    generator: GeneratorChoice | None
+    generator_problem: str | None
+    embedding_model_in_use: str
+    embedding_model_source: str
+
+
+def _any_generator(settings: Settings) -> GeneratorChoice:
+    return GeneratorChoice(kind=UNNAMED_GENERATOR)
+
+
+def _always_present(dataset: str) -> bool:
+    return True
+
+
+def _unknown(dataset: str) -> str | None:
+    return None
 
 
 class RunService:
-    def __init__(self, store: RunStore, workflow: Workflow, dataset: str) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        workflow: Workflow,
+        dataset: str,
+        *,
+        generator_choice: Callable[[Settings], GeneratorChoice] = _any_generator,
+        dataset_present: Callable[[str], bool] = _always_present,
+        dataset_fingerprint: Callable[[str], str | None] = _unknown,
+        embedding_model_of: Callable[[str], str | None] = _unknown,
+    ) -> None:
+        """`generator_choice` raises GeneratorNotConfiguredError when none can run here;
+        `dataset_fingerprint` and `embedding_model_of` answer None where the dataset cannot
+        be read (an API function has no DeepLake): the plan checks the dataset again."""
         self.store = store
         self.workflow = workflow
         self.dataset = dataset
+        self._generator_choice = generator_choice
+        self._dataset_present = dataset_present
+        self._dataset_fingerprint = dataset_fingerprint
+        self._embedding_model_of = embedding_model_of
 
     # starting executions
 
@@ -90,7 +133,15 @@ class RunService:
 
         Raises BlockingRunExistsError while any run is unfinished (a repeated call included),
         WorkflowError when the execution could not start (the run is then `generating_failed`).
+        Before any run exists: GeneratorNotConfiguredError when no generator can run,
+        DatasetMissingError when the dataset does not exist.
         """
+        self._generator_choice(self.store.get_settings())
+        if not self._dataset_present(self.dataset):
+            raise DatasetMissingError(
+                f"no dataset at {self.dataset!r}: set DEEPMEM_DATASET to a DeepLake dataset, or "
+                "build one from a folder of text files (`deepmem demo` builds its own)"
+            )
         run = self.store.create_run(self.dataset, user_id)
         return self._start_execution(run, Phase.GENERATING)
 
@@ -112,12 +163,33 @@ class RunService:
         target = PROCEED_TARGETS.get(run.status)
         if target is None:
             raise RunNotProceedableError(run_id, run.status)
+        self.check_source(run)
         moved = self.store.transition(run_id, run.status, target, next_attempt=True)
         if moved is None:
             raise RunNotProceedableError(run_id, self.store.get_run(run_id).status)
         phase = phase_of(target)
         assert phase is not None
         return self._start_execution(moved, phase)
+
+    def check_source(self, run: TrainingRun) -> None:
+        """RunSourceChangedError when `run` would resume over another version of its dataset
+        (any phase: training reads the chunks its pairs name) or, for a failed generation,
+        with another generator than the one that made its pairs. As far as this process can
+        read the dataset; the plan checks it again."""
+        fingerprint = self._dataset_fingerprint(run.dataset) if run.dataset_fingerprint else None
+        generator, model = run.generator or UNNAMED_GENERATOR, run.llm_model
+        if run.status is RunStatus.GENERATING_FAILED:
+            choice = self._generator_choice(self.store.get_settings())
+            if choice.kind != UNNAMED_GENERATOR:
+                generator, model = str(choice.kind), choice.model
+        current = RunSource(
+            dataset_fingerprint=fingerprint or run.dataset_fingerprint or "",
+            generator=generator,
+            llm_model=model,
+        )
+        mismatch = source_mismatch(run, current)
+        if mismatch is not None:
+            raise RunSourceChangedError(run.id, run.status, mismatch)
 
     def _start_execution(self, run: TrainingRun, phase: Phase) -> RunExecution:
         try:
@@ -216,7 +288,16 @@ class RunService:
 
     def _view(self, settings: Settings) -> SettingsView:
         blocking = self.store.find_blocking_run()
+        try:
+            generator, problem = self._generator_choice(settings), None
+        except GeneratorNotConfiguredError as exc:
+            generator, problem = None, str(exc)
+        embedding_model, source = self._embedding_model_in_use(settings)
         return SettingsView(
+            generator=generator,
+            generator_problem=problem,
+            embedding_model_in_use=embedding_model,
+            embedding_model_source=source,
             settings=settings,
             has_blocking_run=blocking is not None,
             blocking_run_id=blocking.id if blocking else None,
@@ -224,6 +305,18 @@ class RunService:
             is_cloud=is_cloud_dataset(self.dataset),
             effective_trainer=effective_trainer(settings, self.dataset),
         )
+
+    def _embedding_model_in_use(self, settings: Settings) -> tuple[str, str]:
+        """The model that embeds questions and queries (training's rule: the dataset's own,
+        else the setting) and where that was read: the dataset, the latest run of it, or the
+        setting."""
+        recorded = self._embedding_model_of(self.dataset)
+        if recorded:
+            return recorded, "dataset"
+        for run in self.store.list_runs(limit=20):
+            if run.dataset == self.dataset and run.embedding_model:
+                return run.embedding_model, "run"
+        return settings.embedding_model, "settings"
 
 
 def fail_run(store: RunStore, run: TrainingRun, phase: Phase, reason: str) -> TrainingRun:

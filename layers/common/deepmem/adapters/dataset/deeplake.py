@@ -7,6 +7,8 @@ network is unreachable, so reads never construct one: they slice the tensors dir
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import threading
@@ -17,6 +19,7 @@ from deepmem.domain.chunks import Chunk
 from deepmem.domain.errors import DatasetError
 
 REQUIRED_TENSORS = ("id", "text")
+_ID_BLOCK = 10_000
 _UPDATE_CHECK_MODULE = "deeplake.util.check_latest_version"
 
 
@@ -93,6 +96,27 @@ class DeepLakeChunkSource:
             return int(min(len(dataset[name]) for name in self._tensor_names()))
         except Exception as exc:
             raise DatasetError(f"cannot count the chunks of '{self._path}': {exc}") from exc
+
+    def fingerprint(self) -> str:
+        """sha256 of the dataset's version (its commit ids, and the fingerprint our dataset
+        builder records of the texts) and every chunk id in order, read in blocks."""
+        dataset = self._open()
+        total = self.count()
+        try:
+            info = dataset.info
+            version = [
+                getattr(dataset, "commit_id", None),
+                getattr(dataset, "pending_commit_id", None),
+                info.get("fingerprint") if hasattr(info, "get") else None,
+                total,
+            ]
+            digest = hashlib.sha256(json.dumps(version, default=str).encode())
+            for start in range(0, total, _ID_BLOCK):
+                for chunk_id in self._column(dataset, "id", start, min(total, start + _ID_BLOCK)):
+                    digest.update(b"\x1f" + chunk_id.encode("utf-8"))
+        except Exception as exc:
+            raise DatasetError(f"cannot fingerprint '{self._path}': {exc}") from exc
+        return digest.hexdigest()
 
     def read(self, start: int, stop: int) -> list[Chunk]:
         if start < 0 or stop < start:

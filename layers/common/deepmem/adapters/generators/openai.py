@@ -304,6 +304,10 @@ class OpenAIQuestionGenerator:
             raise GenerationError(
                 f"LLM call for chunk {chunk.id} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        except ValueError as exc:
+            # A body cut short or not JSON at all (the SDK's json.loads raises): what a dropped
+            # connection or a proxy gives, as transient as a 5xx and retried the same way.
+            raise _RetryableError(f"answer body is not JSON: {exc}") from exc
         if not getattr(completion, "choices", None):
             # A 200 whose body is not a chat completion (a proxy's error page, say): the
             # chunk must not be marked processed on it, so treat it as a failed call.

@@ -46,9 +46,12 @@ class PostgresStore(RpcRunStore):
                 return cast(list[dict[str, Any]], rows)
         except psycopg.Error as exc:
             diag = exc.diag
+            # psycopg refuses some values itself (NUL in a text parameter): no SQLSTATE, but
+            # the same class of error as the server's data_exception.
+            code = exc.sqlstate or ("22000" if isinstance(exc, psycopg.DataError) else None)
             raise RpcCallError(
                 SqlFailure(
-                    code=exc.sqlstate,
+                    code=code,
                     message=diag.message_primary or str(exc),
                     detail=diag.message_detail,
                     hint=diag.message_hint,

@@ -17,6 +17,7 @@ from deepmem.domain.errors import (
     BlockingRunExistsError,
     DeepmemError,
     IncompleteGenerationError,
+    InvalidDataError,
     InvalidTransitionError,
     RunNotDeletableError,
     RunNotFoundError,
@@ -32,6 +33,7 @@ from deepmem.domain.models import (
     TrainingPair,
     TrainingRun,
 )
+from deepmem.domain.provenance import RunSource
 from deepmem.domain.status import RunStatus
 
 _SETTINGS_FIELDS = tuple(Settings.model_fields)
@@ -165,6 +167,7 @@ class RpcRunStore(ABC):
             run_id=batch.run_id,
             target=RunStatus.GENERATING,
             attempt=batch.attempt,
+            writing_data=True,
         )
         return BatchOutcome(
             new_chunks=result["new_chunks"],
@@ -182,6 +185,27 @@ class RpcRunStore(ABC):
                 "processed_training_chunks",
                 {"p_run_id": str(run_id), "p_chunk_ids": list(chunk_ids)},
             )
+        )
+
+    def record_chunk_failures(self, run_id: UUID, failed: int, attempt: int) -> int:
+        return int(
+            self._call_value(
+                "record_training_chunk_failures",
+                {"p_run_id": str(run_id), "p_failed": failed, "p_attempt": attempt},
+                run_id=run_id,
+                target=RunStatus.GENERATING,
+                attempt=attempt,
+            )
+        )
+
+    def set_run_source(self, run_id: UUID, source: RunSource, *, attempt: int) -> TrainingRun:
+        fields = {f"p_{k}": v for k, v in source.model_dump().items()}
+        return self._one(
+            "set_training_run_source",
+            {"p_run_id": str(run_id), **fields, "p_attempt": attempt},
+            run_id,
+            RunStatus.GENERATING,
+            attempt,
         )
 
     def list_pairs(self, run_id: UUID, limit: int = 100, offset: int = 0) -> list[TrainingPair]:
@@ -280,6 +304,7 @@ def _domain_error(
     target: RunStatus | None = None,
     deleting: bool = False,
     attempt: int | None = None,
+    writing_data: bool = False,
 ) -> Exception:
     """Map our SQLSTATEs (see the invariants and rules migrations) to domain errors."""
     run = run_id if run_id is not None else "?"
@@ -298,6 +323,9 @@ def _domain_error(
         return IncompleteGenerationError(error.message)
     if error.code == "DM423":
         return SettingsLockedError(error.hint or "?", error.detail or "?")
-    if error.code == "22P02":  # invalid_text_representation, e.g. a malformed uuid
+    if error.code == "22P02" and not writing_data:  # e.g. a malformed run id
         return RunNotFoundError(run)
+    if error.code is not None and error.code.startswith("22"):
+        # data_exception: the value itself is refused; sending it again cannot help.
+        return InvalidDataError(f"the store refused a value ({error.code}): {error.message}")
     return StoreError(f"{error.code or 'error'}: {error.message}")
