@@ -24,10 +24,12 @@ from deepmem.ports import RunStore
 DATASET = "./corpus-ds"
 
 
-def _batch(run_id: UUID, spec: dict[str, list[str]], calls: int = 0) -> BatchRecord:
+def _batch(
+    run_id: UUID, spec: dict[str, list[str]], calls: int = 0, attempt: int = 1
+) -> BatchRecord:
     return BatchRecord(
         run_id=run_id,
-        attempt=1,
+        attempt=attempt,
         chunks=[ChunkQuestions(chunk_id=c, questions=q) for c, q in spec.items()],
         llm_calls=calls,
     )
@@ -380,7 +382,7 @@ def test_compare_and_set_on_the_attempt(store: RunStore) -> None:
 
 def test_rejected_chunks_are_counted_and_redone_by_a_proceed(store: RunStore) -> None:
     run = store.create_run(DATASET, None)
-    store.set_total_chunks(run.id, 3)
+    store.set_total_chunks(run.id, 3, attempt=1)
     outcome = store.record_batch(_batch(run.id, {"a": ["What is A?"], "b": [], "c": []}))
     assert (outcome.run.rejected_chunks, outcome.run.processed_chunks) == (2, 3)
     assert store.get_run(run.id).rejected_chunks == 2
@@ -392,7 +394,7 @@ def test_rejected_chunks_are_counted_and_redone_by_a_proceed(store: RunStore) ->
     assert (again.rejected_chunks, again.processed_chunks, again.pair_count) == (0, 1, 1)
     # Only the chunk that gave a pair is still processed: the others are asked again.
     assert store.processed_chunk_ids(run.id, ["a", "b", "c"]) == {"a"}
-    redone = store.record_batch(_batch(run.id, {"b": ["What is B?"], "c": []}))
+    redone = store.record_batch(_batch(run.id, {"b": ["What is B?"], "c": []}, attempt=2))
     assert (redone.new_chunks, redone.run.rejected_chunks, redone.run.processed_chunks) == (2, 1, 3)
 
 

@@ -198,7 +198,7 @@ def test_a_run_whose_lease_expired_is_failed_with_its_phases_status(service, sto
 
 def test_a_training_run_whose_lease_expired_is_training_failed(service, store) -> None:
     run = store.create_run("/data/kb", None)
-    store.set_total_chunks(run.id, 0)
+    store.set_total_chunks(run.id, 0, attempt=1)
     store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATED)
     store.transition(run.id, RunStatus.GENERATED, RunStatus.TRAINING)
     assert store.renew_lease(run.id, 1, "killed-process", 0.0)
