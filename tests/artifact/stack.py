@@ -18,12 +18,13 @@ the test's folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,6 @@ from tests.artifact.iam import action_and_resource, refused
 from tests.artifact.runner import BuiltFunction, Invocation
 from tests.db import TestServer
 from tests.deployed_support import (
-    ACCOUNT,
     REGION,
     ROOT,
     DeployedFunction,
@@ -81,6 +81,10 @@ class LoopbackVectors:
         return [vector_for(text, EMBEDDING_DIM) for text in texts]
 
 
+#: `call(function, event)`: what moto's Lambda answers the state machine's task.
+TaskCall = Callable[[str, dict[str, Any]], Any]
+
+
 class TaskError(Exception):
     """A built function's error, raised under its own name so Retry and Catch see that name."""
 
@@ -99,13 +103,7 @@ class LoopbackStack:
     task_errors: list[tuple[str, str]] = field(default_factory=list)
 
     def aws(self, service: str) -> Any:
-        return boto3.client(  # type: ignore[call-overload]  # any service, by name
-            service,
-            region_name=REGION,
-            endpoint_url=self.aws_url,
-            aws_access_key_id="artifact",
-            aws_secret_access_key="artifact",
-        )
+        return aws_client(self.aws_url, service)
 
     @property
     def state_machine_arn(self) -> str:
@@ -132,6 +130,17 @@ class LoopbackStack:
             self.task_errors.append((function_name, name))
             raise type(name, (TaskError,), {})(invocation.error.get("errorMessage", ""))
         return invocation.result
+
+
+def aws_client(aws_url: str, service: str) -> Any:
+    """A boto3 client of the loopback AWS (the test's own, not a function's)."""
+    return boto3.client(  # type: ignore[call-overload]  # any service, by name
+        service,
+        region_name=REGION,
+        endpoint_url=aws_url,
+        aws_access_key_id="artifact",
+        aws_secret_access_key="artifact",
+    )
 
 
 def free_moto_server() -> ThreadedMotoServer:
@@ -190,7 +199,9 @@ def write_dataset(folder: Path, documents: int) -> str:
     return path
 
 
-def function_environment(function: DeployedFunction, stack_dir: Path, aws_url: str) -> dict:
+def function_environment(
+    function: DeployedFunction, stack_dir: Path, aws_url: str
+) -> dict[str, str]:
     """What differs from the template's environment: loopback AWS and Lambda's /tmp here."""
     tmp = stack_dir / "tmp" / function.logical_id
     tmp.mkdir(parents=True, exist_ok=True)
@@ -202,15 +213,15 @@ def function_environment(function: DeployedFunction, stack_dir: Path, aws_url: s
 
 
 @contextmanager
-def interpreter_patches(stack: LoopbackStack, execute: bool) -> Iterator[None]:
+def interpreter_patches(
+    call: Callable[[str, dict[str, Any]], Any], execute: bool
+) -> Iterator[None]:
     """moto's Step Functions runs the ASL (when `execute`), its Lambda tasks reach the built
     functions, its retry sleeps and Wait states are not slept."""
     with ExitStack() as patches:
         sfn = {"stepfunctions": {"execute_state_machine": execute}}
         patches.enter_context(mock.patch.dict(default_user_config, sfn))
-        patches.enter_context(
-            mock.patch.object(LambdaFunction, "invoke", make_invoke(stack.call_task))
-        )
+        patches.enter_context(mock.patch.object(LambdaFunction, "invoke", make_invoke(call)))
         patches.enter_context(mock.patch.object(retrier_decl, "time", make_retry_clock(0)))
         patches.enter_context(mock.patch.object(WaitFunction, "_wait_interval", make_wait(0)))
         yield
@@ -272,16 +283,17 @@ def loopback_stack(
         stack.callback(reset_moto, aws_url)
         # moto's interpreter reaches its own Lambda through localhost:MOTO_PORT.
         stack.enter_context(mock.patch.dict(os.environ, {"MOTO_PORT": str(port)}))
-        loopback = LoopbackStack(aws_url, None, None, "", {})  # type: ignore[arg-type]
+        made: list[LoopbackStack] = []
 
-        def aws(service: str) -> Any:
-            return loopback.aws(service)
+        def call_task(function: str, event: dict[str, Any]) -> Any:
+            return made[0].call_task(function, event)
 
         # Before any resource: the executing backend is another one than the recording one.
-        stack.enter_context(interpreter_patches(loopback, execute))
+        stack.enter_context(interpreter_patches(call_task, execute))
+        aws = functools.partial(aws_client, aws_url)
         postgrest, llm, dataset, given = _resources(stack, stack_dir, aws, server, keys)
-        loopback.postgrest, loopback.llm, loopback.dataset = postgrest, llm, dataset
-        loopback.given = given
+        loopback = LoopbackStack(aws_url, postgrest, llm, dataset, given)
+        made.append(loopback)
         for function in deployed_functions(given=given):
             if only is not None and function.logical_id not in only:
                 continue
@@ -289,11 +301,6 @@ def loopback_stack(
             stack.callback(built.close)
             loopback.functions[function.logical_id] = built
         yield loopback
-
-
-def function_logs(stack: LoopbackStack) -> dict[str, list[str]]:
-    """Every built function's log lines so far."""
-    return {name: built.logs() for name, built in stack.functions.items()}
 
 
 def parsed(lines: Sequence[str]) -> list[dict[str, Any]]:
@@ -305,6 +312,3 @@ def parsed(lines: Sequence[str]) -> list[dict[str, Any]]:
             if isinstance(record, dict):
                 records.append(record)
     return records
-
-
-__all__ = ["ACCOUNT", "LoopbackStack", "loopback_stack"]

@@ -6,6 +6,7 @@ are made by the tests (`test_workflow.py` runs the ASL)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from tests.artifact.iam import refused
 from tests.artifact.runner import AwsCall
 from tests.artifact.stack import ISSUER, LoopbackStack, loopback_stack
 from tests.db import TestServer
-from tests.deployed_support import target_of
+from tests.deployed_support import resolve, target_of, template
 from tests.fakes.events import authorizer_request, execution_status_change, failure_caught
 from tests.fakes.events import samples as sample_events
 
@@ -187,3 +188,53 @@ def test_a_call_the_template_does_not_allow_is_refused(stack: LoopbackStack) -> 
     assert refused("TrainFunction", (other_secret,), stack.given) == [
         "secretsmanager:GetSecretValue on arn:aws:x"
     ]
+
+
+def _resolved(value: Any, given: dict[str, str]) -> Any:
+    """A template value with every reference in it resolved (a rule's event pattern)."""
+    if (
+        isinstance(value, dict)
+        and len(value) == 1
+        and next(iter(value)).startswith(("Ref", "Fn::"))
+    ):
+        return resolve(value, given)
+    if isinstance(value, dict):
+        return {key: _resolved(item, given) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolved(item, given) for item in value]
+    return value
+
+
+def test_the_status_change_rule_delivers_a_failed_execution_to_record_failure(
+    stack: LoopbackStack,
+) -> None:
+    # The template's rule on the default bus, delivering to a queue (moto's EventBridge cannot
+    # invoke a function); what arrives is what the built record_failure is given.
+    clear_unfinished_runs(stack)
+    run_id = start_generation(stack)
+    rule = template()["Resources"]["RecordFailureFunction"]["Properties"]["Events"]
+    pattern = _resolved(rule["ExecutionEnded"]["Properties"]["Pattern"], stack.given)
+    events, sqs = stack.aws("events"), stack.aws("sqs")
+    queue = sqs.create_queue(QueueName="execution-ended")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    events.put_rule(Name="execution-ended", EventPattern=json.dumps(pattern))
+    events.put_targets(
+        Rule="execution-ended",
+        Targets=[{"Id": "record-failure", "Arn": queue_arn["Attributes"]["QueueArn"]}],
+    )
+    sent = {
+        status: execution_status_change(
+            UUID(run_id), Phase.GENERATING, 1, status, state_machine_arn=stack.state_machine_arn
+        )
+        for status in ("SUCCEEDED", "FAILED")
+    }
+    for event in sent.values():
+        entry = {"Detail": json.dumps(event["detail"]), "DetailType": event["detail-type"]}
+        events.put_events(Entries=[{**entry, "Source": event["source"]}])
+    received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+    delivered = [json.loads(m["Body"]) for m in received.get("Messages", [])]
+    outcomes = [stack.invoke("RecordFailureFunction", e).value() for e in delivered]
+
+    assert [e["detail"]["status"] for e in delivered] == ["FAILED"]  # the rule's filter
+    assert [o["recorded"] for o in outcomes] == [True]
+    assert run(stack, run_id)["status"] == "generating_failed"
