@@ -216,6 +216,11 @@ class RunService:
         longer runs (it never existed, or ended without moving the run: an orphan) is marked
         failed at once; if the engine cannot stop a running one, the run stays active (a
         WorkflowError): marking it failed would let a proceed start a second execution.
+
+        The run keeps its attempt, so the worker still running (a Lambda outlives its stopped
+        execution) has its next batch recorded and is told to stop; after a proceed, the new
+        attempt refuses it (StaleWorkerError): see docs/architecture.md, "Cancel and stale
+        workers".
         """
         run = self.store.get_run(run_id)
         if run.status not in ACTIVE_STATUSES:
