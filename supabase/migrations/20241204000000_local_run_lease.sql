@@ -52,7 +52,7 @@ $$;
 -- Active runs whose current attempt holds a lease that expired: their process is gone.
 create or replace function deepmem_private.expired_training_run_leases()
 returns setof public.training_runs
-language sql stable security definer set search_path = '' as $$
+language sql volatile security definer set search_path = '' as $$
   select r.*
     from public.training_runs r
     join public.training_run_leases l on l.run_id = r.id and l.attempt = r.attempt

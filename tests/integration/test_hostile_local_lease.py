@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -96,12 +97,13 @@ def test_a_killed_generation_is_failed_by_the_next_command_and_proceeds(tmp_path
         assert final["error_message"] is None
 
 
-def test_a_live_lease_is_not_swept(tmp_path: Path) -> None:
-    """A command beside a running local execution leaves it running: its lease is renewed."""
+def test_a_live_lease_is_not_swept_and_sigterm_stops_generate_cleanly(tmp_path: Path) -> None:
+    """A command beside a running local execution leaves it running (its lease is renewed);
+    SIGTERM to `generate` then stops its execution, marks the run and stops the database."""
     dataset = build_test_dataset(tmp_path, CHUNKS)
     home = tmp_path / "home"
-    with FakeLLMServer(latency=1.5) as llm:
-        env = _env(home, dataset, llm)
+    with FakeLLMServer(latency=45.0) as llm:  # every call outlasts the checks below
+        env = _env(home, dataset, llm) | {"DEEPMEM_LLM_TIMEOUT": "300"}
         log = tmp_path / "generate.log"
         with log.open("w") as out:
             worker = subprocess.Popen(
@@ -121,11 +123,18 @@ def test_a_live_lease_is_not_swept(tmp_path: Path) -> None:
             listed = _cli(env, "runs", "--json")
             assert listed.returncode == 0, listed.stdout + listed.stderr
             (run,) = json.loads(listed.stdout)
-            alive = worker.poll() is None
-        finally:
-            worker.terminate()  # SIGTERM: it stops its execution and its database
-            worker.wait(timeout=60)
-        if alive:
+            assert worker.poll() is None, "still generating (45 s a call)"
             assert run["status"] == "generating", run
-        else:  # it finished first on a fast machine: then it finished, and was not failed
-            assert run["status"] == "generated", run
+            worker.terminate()  # SIGTERM
+            code = worker.wait(timeout=150)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        assert code == 128 + signal.SIGTERM, log.read_text()
+        assert not (home / "postgres" / "postmaster.pid").exists(), "its database stopped"
+        shown = _cli(env, "show", run["id"])
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        final = json.loads(shown.stdout)
+        assert final["status"] == "generating_failed", final
+        assert final["attempt"] == 1
