@@ -14,6 +14,7 @@ from uuid import UUID
 import pytest
 from deepmem import wiring
 from deepmem.adapters.store.postgres import PostgresStore
+from deepmem.adapters.store.supabase import SupabaseStore
 from deepmem.config import Config
 from deepmem.domain.errors import (
     DatasetMissingError,
@@ -166,10 +167,11 @@ def test_a_nul_in_every_answer_is_cleaned_and_the_run_completes(
 
 
 def test_a_value_the_store_cannot_hold_is_a_data_error_never_a_transient_one(
-    postgres_store: PostgresStore,
+    store: PostgresStore | SupabaseStore,
 ) -> None:
     """Past the cleaning (a caller that skips it): the store's refusal is InvalidDataError,
-    which no Retry names, and the run is left as it was, resumable."""
+    which no Retry names, and the run is left as it was, resumable. Both adapters."""
+    postgres_store = store
     run = postgres_store.create_run("./d", None)
     postgres_store.set_total_chunks(run.id, 2)
     poisoned = BatchRecord(

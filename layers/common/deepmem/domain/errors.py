@@ -69,6 +69,15 @@ class BlockingRunExistsError(DeepmemError):
 class RunNotDeletableError(InvalidTransitionError):
     """Only failed or generated runs may be deleted."""
 
+    def __init__(
+        self, run_id: UUID | str, current: RunStatus | str, target: RunStatus | str = "deleted"
+    ) -> None:
+        super().__init__(run_id, current, target)
+        if str(current) in ("generating", "training"):
+            self.args = (f"{self.args[0]}: {way_out_of(run_id, current)}, then delete it",)
+        elif str(current) == "completed":
+            self.args = (f"{self.args[0]}: a completed run is kept as history",)
+
 
 class RunNotProceedableError(InvalidTransitionError):
     """Only a failed run can proceed."""
@@ -76,6 +85,8 @@ class RunNotProceedableError(InvalidTransitionError):
     def __init__(self, run_id: UUID | str, current: RunStatus | str) -> None:
         super().__init__(run_id, current, "proceed")
         self.args = (f"training run {run_id} is '{current}': only a failed run can proceed",)
+        if str(current) in ("generating", "training", "generated"):
+            self.args = (f"{self.args[0]}; {way_out_of(run_id, current)}",)
 
 
 class RunNotCancellableError(InvalidTransitionError):
