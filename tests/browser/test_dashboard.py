@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from deepmem.domain.models import SettingsUpdate
 from deepmem.domain.status import Phase, RunStatus
-from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, Request, Route, expect
 
 from tests.browser.conftest import CHUNKS, Stack, non_admin_token, snap
 
@@ -216,7 +216,11 @@ def test_refresh_updates_only_its_row_and_does_not_expand_it(stack: Stack, page:
     expect(progress).to_have_text(f"0/{CHUNKS}")
 
     held: list[Route] = []  # the row's own GET, held until the spinner is seen
-    page.route(re.compile(rf".*/runs/{run_id}$"), lambda route: held.append(route))
+
+    def hold(route: Route) -> None:  # a bound method: Playwright's wrapper refuses it
+        held.append(route)
+
+    page.route(re.compile(rf".*/runs/{run_id}$"), hold)
     row(page, run_id).locator("button.refresh").click()
     expect(row(page, run_id).locator("button.refresh .spinning")).to_be_visible()
     assert len(held) == 1
@@ -439,7 +443,12 @@ def test_supabase_sign_in_and_realtime_updates_without_polling(stack: Stack, pag
     run_id = generate(page)
     expect(badge_of(page, run_id)).to_have_attribute("data-status", "generating")
     listed: list[str] = []
-    page.on("request", lambda request: "/runs?" in request.url and listed.append(request.url))
+
+    def note_list_request(request: Request) -> None:
+        if "/runs?" in request.url:
+            listed.append(request.url)
+
+    page.on("request", note_list_request)
     stack.pace.generation.set()
     stack.wait_for(run_id, RunStatus.GENERATED)
     page.wait_for_timeout(2500)  # longer than a poll: none comes, Realtime is the live path
