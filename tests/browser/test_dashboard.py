@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from deepmem.domain.models import SettingsUpdate
 from deepmem.domain.status import Phase, RunStatus
-from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, Request, Route, expect
 
 from tests.browser.conftest import CHUNKS, Stack, non_admin_token, snap
 
@@ -215,9 +215,18 @@ def test_refresh_updates_only_its_row_and_does_not_expand_it(stack: Stack, page:
         time.sleep(0.1)
     expect(progress).to_have_text(f"0/{CHUNKS}")
 
-    with page.expect_response(re.compile(rf".*/runs/{run_id}$")):
-        row(page, run_id).locator("button.refresh").click()
+    held: list[Route] = []  # the row's own GET, held until the spinner is seen
 
+    def hold(route: Route) -> None:  # a bound method: Playwright's wrapper refuses it
+        held.append(route)
+
+    page.route(re.compile(rf".*/runs/{run_id}$"), hold)
+    row(page, run_id).locator("button.refresh").click()
+    expect(row(page, run_id).locator("button.refresh .spinning")).to_be_visible()
+    assert len(held) == 1
+    held[0].continue_()
+
+    expect(row(page, run_id).locator(".spinning")).to_have_count(0)
     expect(progress).not_to_have_text(f"0/{CHUNKS}")
     expect(progress).to_have_text(re.compile(rf"^(\d+/{CHUNKS}|—)$"))
     assert others.all_inner_texts() == before
@@ -227,6 +236,23 @@ def test_refresh_updates_only_its_row_and_does_not_expand_it(stack: Stack, page:
     expect(page.locator(f"#detail-{run_id}")).to_have_count(0)
     expect(page.locator("tr.run.expanded")).to_have_count(0)
     page.unroute(re.compile(r".*/runs\?.*"))
+
+
+def test_an_active_run_expands_to_its_refresh_and_cancel(stack: Stack, page: Page) -> None:
+    stack.pace.generation.clear()
+    open_page(page, stack)
+    run_id = generate(page)
+    toggle = row(page, run_id).locator("button.row-toggle")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    detail = page.locator(f"#detail-{run_id}")
+    expect(detail.get_by_role("button", name=re.compile("Refresh run"))).to_be_visible()
+    snap(page, "generating-expanded")
+
+    detail.get_by_role("button", name="Cancel run").click()
+    expect(badge_of(page, run_id)).to_have_attribute("data-status", "generating_failed")
+    expect(page.locator(f"#detail-{run_id} .error-message")).to_have_text("cancelled")
+    assert stack.run(run_id).error_message == "cancelled"
 
 
 def test_a_generated_row_shows_its_pairs_and_trains_and_a_completed_row_selects(
@@ -296,11 +322,17 @@ def test_settings_are_edited_and_a_refusal_is_shown_as_its_detail(stack: Stack, 
     expect(card.get_by_role("status")).to_have_text("Saved.")
     assert stack.service.get_settings_view().settings.batch_size == 3
 
+    card.get_by_label("LLM model").fill("not a model name")
+    card.get_by_role("button", name="Save settings").click()
+    expect(page.locator(".banner-message")).to_contain_text("llm_model: String should match")
+    card.get_by_label("LLM model").fill("gpt-4o-mini")
+
     stack.pace.generation.clear()  # a run starts elsewhere (the CLI) while the form is open
     stack.service.start_generation(None)
     field.fill("2")
     card.get_by_role("button", name="Save settings").click()
     expect(page.locator(".banner-message")).to_contain_text("generating")
+    expect(page.locator(".banner").get_by_role("link")).to_have_text(re.compile("Show run"))
     expect(field).to_be_disabled()  # and the page now knows why
     snap(page, "settings-locked")
     stack.reset()
@@ -411,7 +443,12 @@ def test_supabase_sign_in_and_realtime_updates_without_polling(stack: Stack, pag
     run_id = generate(page)
     expect(badge_of(page, run_id)).to_have_attribute("data-status", "generating")
     listed: list[str] = []
-    page.on("request", lambda request: "/runs?" in request.url and listed.append(request.url))
+
+    def note_list_request(request: Request) -> None:
+        if "/runs?" in request.url:
+            listed.append(request.url)
+
+    page.on("request", note_list_request)
     stack.pace.generation.set()
     stack.wait_for(run_id, RunStatus.GENERATED)
     page.wait_for_timeout(2500)  # longer than a poll: none comes, Realtime is the live path
