@@ -68,7 +68,7 @@ create or replace function public.renew_training_run_lease(
 $$;
 
 create or replace function public.expired_training_run_leases()
-returns setof public.training_runs language sql stable set search_path = '' as $$
+returns setof public.training_runs language sql volatile set search_path = '' as $$
   select * from deepmem_private.expired_training_run_leases()
 $$;
 

@@ -173,7 +173,7 @@ def test_a_value_the_store_cannot_hold_is_a_data_error_never_a_transient_one(
     which no Retry names, and the run is left as it was, resumable. Both adapters."""
     postgres_store = store
     run = postgres_store.create_run("./d", None)
-    postgres_store.set_total_chunks(run.id, 2)
+    postgres_store.set_total_chunks(run.id, 2, attempt=1)
     poisoned = BatchRecord(
         run_id=run.id,
         chunks=[
