@@ -176,6 +176,7 @@ def test_a_value_the_store_cannot_hold_is_a_data_error_never_a_transient_one(
     postgres_store.set_total_chunks(run.id, 2, attempt=1)
     poisoned = BatchRecord(
         run_id=run.id,
+        attempt=1,
         chunks=[
             ChunkQuestions(chunk_id="a", questions=["What is A?"]),
             ChunkQuestions(chunk_id="b", questions=["What is \x00 B?"]),
@@ -187,7 +188,9 @@ def test_a_value_the_store_cannot_hold_is_a_data_error_never_a_transient_one(
     after = postgres_store.get_run(run.id)
     assert (after.status, after.processed_chunks, after.pair_count) == (RunStatus.GENERATING, 0, 0)
     clean = postgres_store.record_batch(
-        BatchRecord(run_id=run.id, chunks=[ChunkQuestions(chunk_id="a", questions=["Q a?"])])
+        BatchRecord(
+            run_id=run.id, attempt=1, chunks=[ChunkQuestions(chunk_id="a", questions=["Q a?"])]
+        )
     )
     assert clean.new_chunks == 1
 
