@@ -102,10 +102,7 @@ def _clean_errors() -> Iterator[None]:
         _error(validation_message(exc))
         raise typer.Exit(EXIT_USAGE) from None
     except (DeepmemError, ValueError, OSError) as exc:
-        extra = ""
-        if isinstance(exc, BlockingRunExistsError):
-            extra = f" (blocking run {exc.blocking_run_id}, {exc.blocking_run_status})"
-        _error(f"{exc}{extra}")
+        _error(str(exc))  # a refusal caused by a run names it and says the way out
         raise typer.Exit(_exit_code(exc)) from None
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/yellow]")
