@@ -62,6 +62,9 @@ def test_every_sample_event_is_answered(stack: LoopbackStack, sample: str) -> No
     if function in API:
         response = invocation.value()
         assert response["statusCode"] < 500, (response, invocation.logs[-20:])
+    elif function == "DashboardFunction":
+        response = invocation.value()
+        assert response["statusCode"] == 200, (response, invocation.logs[-20:])
     elif function == "AuthorizerFunction":
         # The sample's token is a placeholder: refused, not an error.
         assert invocation.value()["isAuthorized"] is False

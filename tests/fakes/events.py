@@ -96,6 +96,16 @@ def api_request(
     return event
 
 
+def page_request(path: str = "/", route: str = "/") -> dict[str, Any]:
+    """A request for the admin page (served without the authorizer, outside the API prefix)."""
+    event = api_request("GET", path, user_id=None)
+    event["headers"].pop("authorization")
+    event["headers"]["accept"] = "text/html"
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["routeKey"] = event["requestContext"]["routeKey"] = f"GET {route}"
+    return event
+
+
 def authorizer_request(
     method: str = "GET",
     path: str = "/runs",
@@ -253,6 +263,7 @@ def samples() -> dict[str, dict[str, Any]]:
     run_path = {"run_id": run}
     return {
         "authorizer": authorizer_request(),
+        "dashboard": page_request(),
         "runs_generate": api_request("POST", "/generate", {}),
         "runs_train": api_request("POST", "/train", {"training_run_id": run}),
         "runs_list": api_request("GET", "/runs", query={"limit": "20"}),

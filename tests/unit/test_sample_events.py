@@ -74,6 +74,10 @@ def test_a_sample_is_valid_for_its_source_and_its_handler(name: str) -> None:
         request = APIGatewayProxyEventV2Model.model_validate(event)
         assert request.routeKey in routes(function)
         assert request.requestContext.authorizer is not None  # it passed the authorizer
+    elif function == "DashboardFunction":
+        request = APIGatewayProxyEventV2Model.model_validate(event)
+        assert request.routeKey in routes(function)
+        assert request.requestContext.authorizer is None  # the page needs no token
     elif function == "AuthorizerFunction":
         ApiGatewayAuthorizerRequestV2.model_validate(event)
     elif event.get("source") == "aws.states":
