@@ -165,9 +165,10 @@ def _log(home: Path) -> str:
 
 
 def _wait_for_database(server: subprocess.Popen[str], home: Path) -> int:
-    """The pid of the postmaster `server` started, once its token line shows it has the store."""
+    """The pid of the postmaster `server` started, once it says it serves (it prints that
+    only once it listens, inside the runtime that holds the store)."""
     deadline = time.monotonic() + 120
-    while "Authorization: Bearer " not in _log(home):
+    while "serving the API on " not in _log(home):
         assert server.poll() is None, f"serve ended early ({server.returncode}): {_log(home)}"
         assert time.monotonic() < deadline, f"serve did not open the store: {_log(home)}"
         time.sleep(0.1)
