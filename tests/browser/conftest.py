@@ -182,6 +182,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pg_server: TestServer) -> It
         env.setenv("DEEPMEM_HOME", str(home))
         env.setenv("DATABASE_URL", database_url)
         env.setenv("DEEPMEM_DATASET", "")
+        env.setenv("DEEPMEM_GENERATOR", "offline")  # no LLM here: say so, as the demo does
         load_config.cache_clear()
         with Runtime(time_scale=0.02, handlers=handlers(fault, pace)) as runtime:
             corpus = stdlib_corpus(home / "corpus", CHUNKS)
