@@ -7,33 +7,23 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from typer._click import exceptions as click  # typer vendors click; its errors are these
 
 from deepmem import __version__
 from deepmem.api.models import OFFSET_MAX, PAGE_LIMIT_MAX
-from deepmem.domain.errors import (
-    BlockingRunExistsError,
-    ConfigurationError,
-    DatasetMissingError,
-    DeepmemError,
-    GeneratorNotConfiguredError,
-    InvalidSettingsError,
-    InvalidTransitionError,
-    RunNotFoundError,
-    RunSourceChangedError,
-    SettingsLockedError,
+from deepmem.cli.failures import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    clean_errors,
+    error,
 )
 from deepmem.domain.models import TrainingRun
 from deepmem.domain.status import Phase, done_status, phase_of
@@ -47,10 +37,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
-errors = Console(stderr=True)
-
-#: Exit codes, documented in the README.
-EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4
 
 
 class FailAt(StrEnum):
@@ -58,62 +44,11 @@ class FailAt(StrEnum):
     training = "training"
 
 
-#: The API's answers, as exit codes: 404 → 3, 409 → 4, 422 → 2 (`deepmem.api.errors`).
-_CONFLICTS = (
-    BlockingRunExistsError,
-    InvalidTransitionError,
-    SettingsLockedError,
-    InvalidSettingsError,
-    RunSourceChangedError,
-    GeneratorNotConfiguredError,
-    DatasetMissingError,
-)
-
-
-def _exit_code(exc: BaseException) -> int:
-    if isinstance(exc, RunNotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, _CONFLICTS):
-        return EXIT_CONFLICT
-    if isinstance(exc, ValidationError | ValueError | ConfigurationError):
-        return EXIT_USAGE
-    return EXIT_ERROR
-
-
-def _error(message: str) -> None:
-    """One line on stderr, whatever the terminal's width and whatever brackets it holds."""
-    errors.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
-
-
-def validation_message(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-    )
-
-
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    """One line on stderr and an exit code for every expected failure."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except ValidationError as exc:
-        _error(validation_message(exc))
-        raise typer.Exit(EXIT_USAGE) from None
-    except (DeepmemError, ValueError, OSError) as exc:
-        _error(str(exc))  # a refusal caused by a run names it and says the way out
-        raise typer.Exit(_exit_code(exc)) from None
-    except KeyboardInterrupt:
-        errors.print("[yellow]interrupted[/yellow]")
-        raise typer.Exit(130) from None
-
-
 def _run_id(value: str) -> UUID:
     try:
         return UUID(value)
     except ValueError:
-        _error(f"{value!r} is not a run id (a UUID)")
+        error(f"{value!r} is not a run id (a UUID)")
         raise typer.Exit(EXIT_USAGE) from None
 
 
@@ -177,7 +112,7 @@ def demo(
     through the local state machine, train the query adapter, report recall."""
     from deepmem.cli.demo import run_demo
 
-    with _clean_errors():
+    with clean_errors():
         summary = run_demo(
             console,
             corpus=corpus,
@@ -194,7 +129,7 @@ def generate(
     wait: Annotated[bool, typer.Option(help="wait for the execution (always, locally)")] = False,
 ) -> None:
     """Start a generation (POST /generate)."""
-    with _clean_errors(), _runtime() as runtime:
+    with clean_errors(), _runtime() as runtime:
         started = runtime.runs().start_generation(None)
         _started(runtime, started.run, Phase.GENERATING, wait)
 
@@ -206,7 +141,7 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List runs, newest first (GET /runs)."""
-    with _clean_errors(), _runtime() as runtime:
+    with clean_errors(), _runtime() as runtime:
         found = runtime.runs().list_runs(limit=limit, offset=offset)
         if as_json:
             _print_json([r.model_dump(mode="json") for r in found])
@@ -218,7 +153,7 @@ def runs(
 def show(run: str) -> None:
     """One run (GET /runs/{id})."""
     run_id = _run_id(run)
-    with _clean_errors(), _runtime() as runtime:
+    with clean_errors(), _runtime() as runtime:
         _print_json(runtime.runs().get_run(run_id).model_dump(mode="json"))
 
 
@@ -231,7 +166,7 @@ def pairs(
 ) -> None:
     """A page of a run's pairs, for review (GET /runs/{id}/pairs)."""
     run_id = _run_id(run)
-    with _clean_errors(), _runtime() as runtime:
+    with clean_errors(), _runtime() as runtime:
         page = runtime.runs().list_pairs(run_id, limit=limit, offset=offset)
         if as_json:
             _print_json([p.model_dump(mode="json") for p in page])
@@ -250,7 +185,7 @@ def train(
 ) -> None:
     """Train on a generated run (POST /train)."""
     run_id = _run_id(run)
-    with _clean_errors(), _runtime() as runtime:
+    with clean_errors(), _runtime() as runtime:
         started = runtime.runs().start_training(run_id)
         _started(runtime, started.run, Phase.TRAINING, wait)
 
@@ -261,7 +196,7 @@ def proceed(
 ) -> None:
     """Resume a failed run in the phase it failed in (POST /proceed)."""
     run_id = _run_id(run)
-    with _clean_errors(), _runtime() as runtime:
+    with clean_errors(), _runtime() as runtime:
         started = runtime.runs().proceed(run_id)
         phase = phase_of(started.run.status)
         assert phase is not None
@@ -272,7 +207,7 @@ def proceed(
 def delete(run: str) -> None:
     """Delete a failed or generated run and its pairs (DELETE /runs/{id})."""
     run_id = _run_id(run)
-    with _clean_errors(), _runtime() as runtime:
+    with clean_errors(), _runtime() as runtime:
         outcome = runtime.runs().delete(run_id)
         console.print(f"deleted run {outcome.training_run_id} and {outcome.deleted_pairs} pairs")
 
@@ -283,7 +218,7 @@ def cancel(run: str) -> None:
 
     Locally, an active run whose process ended has no execution left: it is marked failed."""
     run_id = _run_id(run)
-    with _clean_errors(), _runtime() as runtime:
+    with clean_errors(), _runtime() as runtime:
         stopped = runtime.runs().cancel(run_id).run
         console.print(f"run {stopped.id}: {stopped.status.value} ({stopped.error_message})")
 
@@ -295,7 +230,7 @@ def settings(
     ] = None,
 ) -> None:
     """Show the settings (GET /settings), or change them with --set key=value."""
-    with _clean_errors():
+    with clean_errors():
         # Checked by the API's own model before anything starts: what PUT /settings refuses
         # (422), this refuses (exit 2), with no database opened.
         update = settings_update(set_) if set_ else None
@@ -336,7 +271,7 @@ def search(
     no_adapter: Annotated[bool, typer.Option(help="search without the trained adapter")] = False,
 ) -> None:
     """Search the dataset with the latest trained query adapter applied to the question."""
-    with _clean_errors():
+    with clean_errors():
         from deepmem.cli.retrieval import run_search
 
         run_search(console, question, k=k, use_adapter=not no_adapter)
@@ -350,7 +285,7 @@ def evaluate(
     ],
 ) -> None:
     """recall@k of the dataset with and without the trained adapter on judged queries."""
-    with _clean_errors():
+    with clean_errors():
         from deepmem.cli.retrieval import run_eval
 
         run_eval(console, queries)
@@ -362,7 +297,7 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
 ) -> None:
     """Serve the HTTP API on localhost (HTTP → API Gateway v2 events, authorizer included)."""
-    with _clean_errors():
+    with clean_errors():
         from deepmem.cli.serving import run_server
 
         run_server(console, host, port)
@@ -393,13 +328,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
-        _error(f"{exc.format_message()}{hint}")
+        error(f"{exc.format_message()}{hint}")
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
-        _error(exc.format_message())
+        error(exc.format_message())
         sys.exit(exc.exit_code)
     except typer.Abort:
-        _error("aborted")
+        error("aborted")
         sys.exit(EXIT_ERROR)
     if isinstance(code, int) and code != 0:
         sys.exit(code)
