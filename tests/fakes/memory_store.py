@@ -6,6 +6,7 @@ database gives: one unfinished run at a time, compare-and-set transitions, idemp
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 from collections.abc import Sequence
@@ -202,6 +203,12 @@ class MemoryRunStore:
     def list_pairs(self, run_id: UUID, limit: int = 100, offset: int = 0) -> list[TrainingPair]:
         with self._lock:
             return list(self._pairs.get(run_id, [])[offset : offset + limit])
+
+    def pairs_after(self, run_id: UUID, after: int = 0, limit: int = 1000) -> list[TrainingPair]:
+        with self._lock:
+            pairs = self._pairs.get(run_id, [])
+            start = bisect.bisect_right(pairs, after, key=lambda p: p.id)
+            return list(pairs[start : start + max(0, min(limit, 10_000))])
 
     def delete_run(self, run_id: UUID) -> DeleteOutcome:
         with self._lock:

@@ -78,7 +78,12 @@ class RunStore(Protocol):
         ...
 
     def list_pairs(self, run_id: UUID, limit: int = 100, offset: int = 0) -> list[TrainingPair]:
-        """Ordered by id (insertion order)."""
+        """Ordered by id (insertion order). For small pages; a full read uses `pairs_after`."""
+        ...
+
+    def pairs_after(self, run_id: UUID, after: int = 0, limit: int = 1000) -> list[TrainingPair]:
+        """The next `limit` pairs (at most 10,000) with an id above `after`, ordered by id: a
+        keyset page, as cheap at the end of a run as at its start."""
         ...
 
     def delete_run(self, run_id: UUID) -> DeleteOutcome:

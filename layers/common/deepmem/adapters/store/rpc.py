@@ -184,6 +184,13 @@ class RpcRunStore(ABC):
         )
         return [TrainingPair.model_validate(row) for row in rows]
 
+    def pairs_after(self, run_id: UUID, after: int = 0, limit: int = 1000) -> list[TrainingPair]:
+        rows = self._call_rows(
+            "list_training_pairs_after",
+            {"p_run_id": str(run_id), "p_after": after, "p_limit": limit},
+        )
+        return [TrainingPair.model_validate(row) for row in rows]
+
     def delete_run(self, run_id: UUID) -> DeleteOutcome:
         result = self._call_value(
             "delete_training_run", {"p_run_id": str(run_id)}, run_id=run_id, deleting=True
