@@ -18,7 +18,8 @@ def _insert_pairs(url: str, run_id: UUID, count: int, first: int = 1) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "insert into public.training_pairs (run_id, chunk_id, question)"
-            " select %s, 'c' || g, 'question ' || g || '?' from generate_series(%s::int, %s::int) g",
+            " select %s, 'c' || g, 'question ' || g || '?'"
+            " from generate_series(%s::int, %s::int) g",
             (run_id, first, first + count - 1),
         )
         conn.execute("analyze public.training_pairs")
