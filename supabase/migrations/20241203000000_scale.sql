@@ -20,3 +20,23 @@ revoke execute on function public.list_training_pairs_after(uuid, bigint, intege
   from public, anon;
 grant execute on function public.list_training_pairs_after(uuid, bigint, integer)
   to authenticated, service_role;
+
+-- The plan's estimate of a generation (events, executions, wall time; see
+-- deepmem/domain/handover.py), kept on the run with the chunk count it was made for.
+alter table public.training_runs add column if not exists estimate jsonb;
+
+create or replace function public.set_training_run_plan(
+  p_run_id uuid, p_total_chunks integer, p_estimate jsonb default null
+) returns setof public.training_runs language plpgsql as $$
+begin
+  perform public.lock_training_run(p_run_id, 'generating');
+  return query update public.training_runs
+                  set total_chunks = p_total_chunks,
+                      estimate = coalesce(p_estimate, estimate)
+                where id = p_run_id returning *;
+end
+$$;
+
+revoke execute on function public.set_training_run_plan(uuid, integer, jsonb) from public, anon;
+grant execute on function public.set_training_run_plan(uuid, integer, jsonb)
+  to authenticated, service_role;

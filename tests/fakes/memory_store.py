@@ -142,10 +142,14 @@ class MemoryRunStore:
             raise InvalidTransitionError(run_id, run.status, status)
         return run
 
-    def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun:
+    def set_total_chunks(
+        self, run_id: UUID, total_chunks: int, estimate: dict[str, Any] | None = None
+    ) -> TrainingRun:
         with self._lock:
             run = self._run_in(run_id, RunStatus.GENERATING)
-            return self._save(run, total_chunks=total_chunks)
+            if estimate is None:
+                return self._save(run, total_chunks=total_chunks)
+            return self._save(run, total_chunks=total_chunks, estimate=dict(estimate))
 
     def set_training_job(self, run_id: UUID, job_id: str | None) -> TrainingRun:
         with self._lock:

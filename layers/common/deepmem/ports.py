@@ -57,7 +57,12 @@ class RunStore(Protocol):
         `next_attempt` increments `attempt`."""
         ...
 
-    def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun: ...
+    def set_total_chunks(
+        self, run_id: UUID, total_chunks: int, estimate: dict[str, Any] | None = None
+    ) -> TrainingRun:
+        """The plan's chunk count and, when given, its estimate (`RunEstimate`), kept on a
+        `generating` run."""
+        ...
 
     def set_training_job(self, run_id: UUID, job_id: str | None) -> TrainingRun:
         """Keep the trainer's job id on a `training` run."""

@@ -158,7 +158,10 @@ def build_generation_service(
             return wrap(plain(settings))
 
     return GenerationService(
-        store or shared_run_store(config), chunk_source_for(config), generators
+        store or shared_run_store(config),
+        chunk_source_for(config),
+        generators,
+        limits=config.generation_limits,
     )
 
 
@@ -171,6 +174,7 @@ def build_run_service(
         store=store or shared_run_store(config),
         workflow=workflow or build_workflow(config),
         dataset=config.dataset_path,
+        limits=config.generation_limits,
     )
 
 

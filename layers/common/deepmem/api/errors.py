@@ -28,6 +28,7 @@ from deepmem.domain.errors import (
     RunNotFoundError,
     SettingsLockedError,
     StoreError,
+    UnfinishableRunError,
     WorkflowError,
 )
 
@@ -67,6 +68,12 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
     def _invalid_settings(exc: InvalidSettingsError) -> Response[Any]:
         # Well-formed, but at odds with this deployment's dataset: a conflict, not bad input.
         return error_response(HTTPStatus.CONFLICT, str(exc))
+
+    @app.exception_handler(UnfinishableRunError)
+    def _unfinishable(exc: UnfinishableRunError) -> Response[Any]:
+        # Well-formed settings under which the largest run they allow could never finish.
+        estimate = exc.estimate.model_dump(mode="json") if exc.estimate is not None else None
+        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc), estimate=estimate)
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _unsupported_media_type(exc: RequestUnsupportedContentType) -> Response[Any]:

@@ -39,6 +39,9 @@ class TrainingRun(BaseModel):
     llm_calls: int = 0
     tokens_used: int = 0
     metrics: dict[str, Any] = Field(default_factory=dict)
+    estimate: dict[str, Any] | None = Field(
+        default=None, description="the plan's forecast (`deepmem.domain.handover.RunEstimate`)"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -22,6 +22,7 @@ from deepmem.domain.errors import (
     WorkflowError,
 )
 from deepmem.domain.executions import execution_name
+from deepmem.domain.handover import GenerationLimits, estimate_generation, require_finishable
 from deepmem.domain.models import (
     DeleteOutcome,
     Settings,
@@ -69,10 +70,17 @@ class SettingsView(BaseModel):
 
 
 class RunService:
-    def __init__(self, store: RunStore, workflow: Workflow, dataset: str) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        workflow: Workflow,
+        dataset: str,
+        limits: GenerationLimits | None = None,
+    ) -> None:
         self.store = store
         self.workflow = workflow
         self.dataset = dataset
+        self.limits = limits or GenerationLimits()
 
     # starting executions
 
@@ -208,6 +216,10 @@ class RunService:
                 f"trainer '{settings.trainer}' is not available for dataset {self.dataset!r}: "
                 "Deep Memory needs a hub:// dataset"
             )
+        # The largest run these settings allow must be able to finish (the plan checks each
+        # run's own chunk count again). Without a cap, only what no chunk count changes.
+        largest = settings.max_chunks_per_run or settings.lanes
+        require_finishable(estimate_generation(largest, settings, self.limits))
         return self._view(self.store.update_settings(settings))
 
     def _view(self, settings: Settings) -> SettingsView:

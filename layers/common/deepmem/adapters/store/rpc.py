@@ -121,10 +121,12 @@ class RpcRunStore(ABC):
         )
         return TrainingRun.model_validate(rows[0]) if rows else None
 
-    def set_total_chunks(self, run_id: UUID, total_chunks: int) -> TrainingRun:
+    def set_total_chunks(
+        self, run_id: UUID, total_chunks: int, estimate: dict[str, Any] | None = None
+    ) -> TrainingRun:
         return self._one(
-            "set_training_run_total",
-            {"p_run_id": str(run_id), "p_total_chunks": total_chunks},
+            "set_training_run_plan",
+            {"p_run_id": str(run_id), "p_total_chunks": total_chunks, "p_estimate": estimate},
             run_id,
             RunStatus.GENERATING,
         )
