@@ -168,13 +168,12 @@ def test_a_lane_over_its_calls_hands_over() -> None:
     setup = plan.setup.model_copy(
         update={"handover": HandoverBudget(calls_per_lane=2, deadline=time.time() + 3600)}
     )
-    time_left = iter([10**9] + [0] * 100)  # the invocation's time runs out after one batch
     lane = plan.lanes[0]
     for calls in (1, 2):
-        progress = service.batch(run_id, lane, remaining_ms=lambda: next(time_left), setup=setup)
+        time_left = iter([10**9] + [0] * 100)  # the invocation's time runs out after a batch
+        progress = service.batch(run_id, lane, remaining_ms=time_left.__next__, setup=setup)
         lane = progress.lane
         assert (lane.calls, progress.done, progress.handover) == (calls, False, calls == 2)
-        time_left = iter([10**9] + [0] * 100)
     assert lane.cursor == 10
 
 
