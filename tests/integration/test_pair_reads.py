@@ -85,7 +85,7 @@ def test_the_training_service_reads_every_pair_once_in_order(
 ) -> None:
     run = postgres_store.create_run("ds", None)
     _insert_pairs(database_url, run.id, 2_345)
-    service = TrainingService(postgres_store, lambda *_: None)  # type: ignore[arg-type,return-value]
+    service = TrainingService(postgres_store, lambda *_: None)  # type: ignore[arg-type]
     pages = list(service.pair_pages(run.id, page_size=1000))
     assert [len(p) for p in pages] == [1000, 1000, 345]
     ids = [p.id for page in pages for p in page]

@@ -88,6 +88,11 @@ class Config(BaseModel):
     )
     llm_seconds_per_call: float = Field(default=2.0, gt=0, alias="DEEPMEM_LLM_SECONDS_PER_CALL")
     max_run_days: float = Field(default=14.0, gt=0, alias="DEEPMEM_MAX_RUN_DAYS")
+    # The query adapter of a large run trains as a streamed job, in slices of one invocation.
+    adapter_stream_above: int = Field(default=200_000, ge=0, alias="DEEPMEM_ADAPTER_STREAM_ABOVE")
+    train_seconds_per_call: float = Field(
+        default=600.0, gt=0, le=900, alias="DEEPMEM_TRAIN_SECONDS_PER_CALL"
+    )
 
     @model_validator(mode="before")
     @classmethod

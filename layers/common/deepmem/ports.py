@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -160,8 +160,9 @@ class JobStatus:
 
 
 class Trainer(Protocol):
-    def submit(self, run: TrainingRun, pairs: Sequence[TrainingPair]) -> str:
-        """Start a training job on the run's pairs; return its job id."""
+    def submit(self, run: TrainingRun, pairs: Iterable[TrainingPair]) -> str:
+        """Start a training job on the run's pairs (read lazily, by keyset, as the iterable
+        is consumed); return its job id."""
         ...
 
     def check(self, job_id: str) -> JobStatus: ...

@@ -17,7 +17,7 @@ from deepmem.domain.errors import ConfigurationError
 if TYPE_CHECKING:
     from deepmem.adapters.dataset.corpus import Corpus, CorpusSearch
     from deepmem.adapters.generators.offline import OfflineQuestionGenerator
-    from deepmem.domain.models import Settings, TrainerKind, TrainingRun
+    from deepmem.domain.models import Settings, TrainerKind, TrainingPair, TrainingRun
     from deepmem.ports import ChunkSource, Embedder, QuestionGenerator, RunStore, Trainer, Workflow
     from deepmem.services.generation import GenerationService
     from deepmem.services.runs import RunService
@@ -244,9 +244,10 @@ def embedder_for_model(config: Config, model_name: str) -> Embedder:
     return OpenAIEmbedder(client, model_name)
 
 
-def trainer_factory(config: Config) -> TrainerFactory:
+def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFactory:
     """(kind, run, embedding model) → Trainer: Deep Memory for `hub://` datasets, the query
-    adapter (artifacts in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a folder) for any."""
+    adapter (artifacts in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a folder) for any. The
+    adapter reads a large run's pairs itself, by keyset, from `store`."""
     from deepmem.domain.models import TrainerKind
 
     def trainer(kind: TrainerKind, run: TrainingRun, embedding_model: str) -> Trainer:
@@ -261,8 +262,19 @@ def trainer_factory(config: Config) -> TrainerFactory:
         from deepmem.adapters.trainers.artifacts import artifact_store_for
         from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
 
+        pairs_of = store or shared_run_store(config)
+
+        def pairs(after: int, limit: int) -> list[TrainingPair]:
+            return pairs_of.pairs_after(run.id, after=after, limit=limit)
+
         return QueryAdapterTrainer(
-            run.dataset, embedder, artifact_store_for(config.artifacts_location), token=token
+            run.dataset,
+            embedder,
+            artifact_store_for(config.artifacts_location),
+            token=token,
+            pairs=pairs,
+            stream_above=config.adapter_stream_above,
+            seconds_per_call=config.train_seconds_per_call,
         )
 
     return trainer
@@ -284,7 +296,7 @@ def build_training_service(
 ) -> TrainingService:
     from deepmem.services.training import TrainingService
 
-    trainers = trainer_factory(config)
+    trainers = trainer_factory(config, store)
     if wrap_trainer is not None:
         wrap = wrap_trainer
         plain = trainers

@@ -127,7 +127,12 @@ class TrainingService:
                 return
 
     def all_pairs(self, run_id: UUID) -> list[TrainingPair]:
-        return [pair for page in self.pair_pages(run_id) for pair in page]
+        return list(self.iter_pairs(run_id))
+
+    def iter_pairs(self, run_id: UUID) -> Iterator[TrainingPair]:
+        """The run's pairs, a page in memory at a time."""
+        for page in self.pair_pages(run_id):
+            yield from page
 
     def submit(self, run_id: UUID, attempt: int | None = None) -> TrainingStep:
         run = self._training_run(run_id, attempt)
@@ -145,7 +150,7 @@ class TrainingService:
                     wait_seconds=suggest_wait(kind, status.state, 0),
                     reused=True,
                 )
-        job_id = trainer.submit(run, self.all_pairs(run.id))
+        job_id = trainer.submit(run, self.iter_pairs(run.id))
         self.store.set_training_job(run.id, job_id)
         return TrainingStep(
             run_id=run.id,
