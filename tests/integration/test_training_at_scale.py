@@ -1,0 +1,93 @@
+"""Training 300k synthetic pairs in bounded memory across invocations: the real ASL's
+submit → wait → check loop on the local workflow carries a streamed query-adapter job whose
+time budget per invocation is scaled down to 2 s, in a process of its own whose peak RSS is
+asserted. The embedder is the cheap HashingEmbedder (16 dimensions): what is measured is the
+job's own memory, not a model's.
+
+The bound: the process's baseline (Python, numpy, DeepLake, moto, psycopg: ~300 MiB here) plus
+the corpus, one shard of 20,000 pairs (the page of pair objects, ~30 MiB, and their
+embeddings), the held-out set and W; none of it grows with the pair count. Holding 300k pair
+objects at once, as the one-invocation path does, alone costs several hundred MiB more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from deepmem.adapters.dataset.deeplake import DeepLakeChunkSource
+from deepmem.adapters.store.postgres import PostgresStore
+from deepmem.domain.models import BatchRecord, ChunkQuestions
+from deepmem.domain.status import RunStatus
+
+from tests.fakes.embedder import HashingEmbedder
+from tests.integration.generation_support import build_test_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+CHUNKS = 2_000
+PER_CHUNK = 150  # 300k pairs
+BOUND_MIB = 750
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_test_dataset(tmp_path_factory.mktemp("scale"), CHUNKS, HashingEmbedder(16))
+
+
+@pytest.mark.timeout(1500)
+def test_300k_pairs_train_across_invocations_in_bounded_memory(
+    postgres_store: PostgresStore, database_url: str, dataset: str, tmp_path: Path
+) -> None:
+    began = time.monotonic()
+    chunk_ids = [c.id for c in DeepLakeChunkSource(dataset).read(0, CHUNKS)]
+    run = postgres_store.create_run(dataset, None)
+    postgres_store.set_total_chunks(run.id, CHUNKS)
+    for start in range(0, CHUNKS, 100):
+        chunks = [
+            ChunkQuestions(
+                chunk_id=chunk_id,
+                questions=[f"What does {chunk_id} say about point {q}?" for q in range(PER_CHUNK)],
+            )
+            for chunk_id in chunk_ids[start : start + 100]
+        ]
+        postgres_store.record_batch(BatchRecord(run_id=run.id, chunks=chunks))
+    postgres_store.transition(run.id, RunStatus.GENERATING, RunStatus.GENERATED)
+    assert postgres_store.get_run(run.id).pair_count == CHUNKS * PER_CHUNK
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers" / "common")]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "tests.integration.training_scale_worker",
+        database_url,
+        str(run.id),
+        dataset,
+        str(tmp_path / "artifacts"),
+        "2",
+    ]
+    print(f"pairs written at {time.monotonic() - began:.0f} s", flush=True)
+    done = subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=1400, env=env, cwd=ROOT
+    )
+    print(f"trained at {time.monotonic() - began:.0f} s", flush=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+
+    run = postgres_store.get_run(run.id)
+    assert result["state"] == "SUCCEEDED" and run.status is RunStatus.COMPLETED
+    # It could not finish in one invocation: submit, then several checks continued it.
+    assert result["actions"][0] == "submit" and result["actions"].count("check") >= 3
+    metrics = run.metrics
+    assert metrics["streamed"] is True and metrics["pairs"] == CHUNKS * PER_CHUNK
+    assert metrics["invocations"] == len(result["actions"])
+    assert 0 < metrics["heldout_questions"] <= 2_048
+    print(f"peak RSS {result['peak_rss_mib']:.0f} MiB over {len(result['actions'])} invocations")
+    assert result["peak_rss_mib"] < BOUND_MIB
