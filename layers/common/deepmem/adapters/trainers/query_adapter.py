@@ -60,6 +60,9 @@ def train_on_pairs(
     return AdapterResult(matrix=result.matrix, metrics=metrics)
 
 
+_CORPUS_CACHE: dict[str, Corpus] = {}
+
+
 # --- the Trainer port --------------------------------------------------------------------
 
 
@@ -98,6 +101,15 @@ class QueryAdapterTrainer:
         self.seconds_per_call = seconds_per_call
         self.stream_config = stream_config
 
+    def _corpus(self) -> Corpus:
+        """The dataset's corpus, kept for the next invocation of a warm function: a streamed
+        job reads it on every call, and only the latest dataset is kept."""
+        cached = _CORPUS_CACHE.get(self.dataset_path)
+        if cached is None:
+            _CORPUS_CACHE.clear()
+            cached = _CORPUS_CACHE[self.dataset_path] = load_corpus(self.dataset_path, self.token)
+        return cached
+
     def _job(self, job_id: str, run_id: str) -> StreamedAdapterJob:
         from deepmem.adapters.trainers.adapter_job import StreamedAdapterJob
 
@@ -107,7 +119,7 @@ class QueryAdapterTrainer:
             run_id,
             self.artifacts,
             embedder=self.embedder,
-            corpus=lambda: load_corpus(self.dataset_path, self.token),
+            corpus=self._corpus,
             pairs=self.pairs,
             config=self.stream_config,
         )
