@@ -18,7 +18,8 @@ Reports, and writes bench/results/scale.json:
   PostgreSQL (`track_functions = all` → `pg_stat_user_functions`, `pg_stat_database`);
 - history events of every execution of the chain, and how many executions;
 - pair-read time per 100k pairs by keyset, the first 100k against the last;
-- peak RSS of the training step (the query adapter, in a subprocess of its own).
+- peak RSS of the training step (the query adapter as a streamed job, `--train-seconds` of
+  work per invocation, in a subprocess of its own).
 """
 
 from __future__ import annotations
@@ -164,36 +165,55 @@ def read_pairs(store: PostgresStore, run_id: UUID, unit: int = 100_000) -> dict[
     }
 
 
-def train_in_subprocess(url: str, run_id: UUID, dataset: str, artifacts: str) -> dict[str, Any]:
+def train_in_subprocess(
+    url: str, run_id: UUID, dataset: str, artifacts: str, seconds: float
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--train", url, str(run_id), dataset, artifacts]
+    command.append(str(seconds))
     out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=3600)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def train_only(url: str, run_id: str, dataset: str, artifacts: str) -> None:
-    """The training step alone (this process's peak RSS is the step's): pairs by keyset, the
-    query adapter with the cheap embedder, the artifact written."""
+def train_only(url: str, run_id: str, dataset: str, artifacts: str, seconds: str) -> None:
+    """The training step alone (this process's peak RSS is the step's): the query adapter as
+    a streamed job with the cheap embedder, `seconds` of work per invocation, submit then
+    checks until it completes, as the state machine's loop calls them."""
+    from deepmem.adapters.trainers.adapter_job import StreamConfig
     from deepmem.adapters.trainers.artifacts import LocalArtifactStore
     from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
 
     pool = connect_pool(url, max_size=2)
     store = PostgresStore(pool)
-    trainer = QueryAdapterTrainer(dataset, HashingEmbedder(16), LocalArtifactStore(artifacts))
+    run = UUID(run_id)
+    trainer = QueryAdapterTrainer(
+        dataset,
+        HashingEmbedder(16),
+        LocalArtifactStore(artifacts),
+        pairs=lambda after, limit: store.pairs_after(run, after=after, limit=limit),
+        stream_above=0,
+        seconds_per_call=float(seconds),
+        stream_config=StreamConfig(max_epochs=2),
+    )
     service = TrainingService(store, lambda *_: trainer)
     started = time.perf_counter()
-    step = service.submit(UUID(run_id))
-    seconds = time.perf_counter() - started
+    step = service.submit(run)
+    invocations = 1
+    while step.state.value != "completed":
+        step = service.check(run, step.job_id, poll=step.poll)
+        invocations += 1
+    seconds_taken = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    metrics = store.get_run(run).metrics
     store.close()
-    print(
-        json.dumps(
-            {
-                "state": step.state.value,
-                "seconds": round(seconds, 1),
-                "peak_rss_mib": round(peak_kib / 1024, 1),
-            }
-        )
-    )
+    out = {
+        "state": step.state.value,
+        "seconds": round(seconds_taken, 1),
+        "invocations": invocations,
+        "seconds_per_invocation_budget": float(seconds),
+        "pairs": metrics.get("pairs"),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+    }
+    print(json.dumps(out))
 
 
 def main() -> None:
@@ -206,7 +226,10 @@ def main() -> None:
     parser.add_argument("--function-seconds", type=float, default=22.0)
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--no-train", action="store_true")
-    parser.add_argument("--train", nargs=4, metavar=("URL", "RUN", "DATASET", "ARTIFACTS"))
+    parser.add_argument("--train-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--train", nargs=5, metavar=("URL", "RUN", "DATASET", "ARTIFACTS", "SECONDS")
+    )
     args = parser.parse_args()
     if args.train:
         train_only(*args.train)
@@ -254,7 +277,9 @@ def main() -> None:
             store.transition(run.id, RunStatus.GENERATED, RunStatus.TRAINING)
         store.close()
         if not args.no_train:
-            results["training"] = train_in_subprocess(url, run.id, dataset, str(folder / "art"))
+            results["training"] = train_in_subprocess(
+                url, run.id, dataset, str(folder / "art"), args.train_seconds
+            )
             print("training", results["training"], flush=True)
     results["load_after"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
