@@ -59,7 +59,7 @@ from deepmem.services.generation import GenerationService  # noqa: E402
 from deepmem.services.runs import RunService  # noqa: E402
 from deepmem.services.training import TrainingService  # noqa: E402
 
-from tests.db import test_server  # noqa: E402
+from tests.db import TestServer, test_server  # noqa: E402
 from tests.fakes.embedder import HashingEmbedder  # noqa: E402
 
 WORDS = ["boundary", "shock", "heat", "flutter", "vortex", "nozzle", "inlet", "friction"]
@@ -216,6 +216,49 @@ def train_only(url: str, run_id: str, dataset: str, artifacts: str, seconds: str
     print(json.dumps(out))
 
 
+def measure(
+    args: argparse.Namespace, folder: Path, server: TestServer, results: dict[str, Any]
+) -> None:
+    """Build, generate, read and train; each phase's figures into `results` as it ends."""
+    started = time.perf_counter()
+    dataset = str(folder / "dataset")
+    built = build_dataset(
+        write_corpus(folder / "corpus", args.chunks), dataset, HashingEmbedder(16)
+    )
+    build_seconds = time.perf_counter() - started
+    results["build"] = {
+        "chunks": built,
+        "seconds": round(build_seconds, 1),
+        "chunks_per_second": round(built / build_seconds, 1),
+    }
+    print("built", results["build"], flush=True)
+    name, url = server.fresh_database()
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        conn.execute(f"alter database \"{name}\" set track_functions = 'all'")
+    pool = connect_pool(url, max_size=16)
+    store = PostgresStore(pool)
+    store.update_settings(
+        SettingsUpdate(
+            lanes=args.lanes,
+            batch_size=args.batch_size,
+            questions_per_chunk=args.questions,
+            concurrency=64,
+        ).apply_to(store.get_settings())
+    )
+    run, results["generation"] = generate(args, store, url, dataset)
+    print("generation", results["generation"], flush=True)
+    results["pair_reads"] = read_pairs(store, run.id, min(100_000, max(1, run.pair_count // 4)))
+    print("pair reads", results["pair_reads"], flush=True)
+    if not args.no_train:
+        store.transition(run.id, RunStatus.GENERATED, RunStatus.TRAINING)
+    store.close()
+    if not args.no_train:
+        results["training"] = train_in_subprocess(
+            url, run.id, dataset, str(folder / "art"), args.train_seconds
+        )
+        print("training", results["training"], flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=100_000)
@@ -243,44 +286,7 @@ def main() -> None:
         "settings": {k: getattr(args, k) for k in ("chunks", "lanes", "batch_size", "questions")},
     }
     with tempfile.TemporaryDirectory() as tmp, test_server() as server:
-        folder = Path(tmp)
-        started = time.perf_counter()
-        dataset = str(folder / "dataset")
-        built = build_dataset(
-            write_corpus(folder / "corpus", args.chunks), dataset, HashingEmbedder(16)
-        )
-        build_seconds = time.perf_counter() - started
-        results["build"] = {
-            "chunks": built,
-            "seconds": round(build_seconds, 1),
-            "chunks_per_second": round(built / build_seconds, 1),
-        }
-        print("built", results["build"], flush=True)
-        name, url = server.fresh_database()
-        with psycopg.connect(server.admin_url, autocommit=True) as conn:
-            conn.execute(f"alter database \"{name}\" set track_functions = 'all'")
-        pool = connect_pool(url, max_size=16)
-        store = PostgresStore(pool)
-        store.update_settings(
-            SettingsUpdate(
-                lanes=args.lanes,
-                batch_size=args.batch_size,
-                questions_per_chunk=args.questions,
-                concurrency=64,
-            ).apply_to(store.get_settings())
-        )
-        run, results["generation"] = generate(args, store, url, dataset)
-        print("generation", results["generation"], flush=True)
-        results["pair_reads"] = read_pairs(store, run.id, min(100_000, max(1, run.pair_count // 4)))
-        print("pair reads", results["pair_reads"], flush=True)
-        if not args.no_train:
-            store.transition(run.id, RunStatus.GENERATED, RunStatus.TRAINING)
-        store.close()
-        if not args.no_train:
-            results["training"] = train_in_subprocess(
-                url, run.id, dataset, str(folder / "art"), args.train_seconds
-            )
-            print("training", results["training"], flush=True)
+        measure(args, Path(tmp), server, results)
     results["load_after"] = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
