@@ -66,12 +66,19 @@ WORDS = ["boundary", "shock", "heat", "flutter", "vortex", "nozzle", "inlet", "f
 
 
 def write_corpus(folder: Path, chunks: int) -> Path:
+    """One JSONL line a chunk: a title and three sentences of their own, so the offline
+    generator asks about three questions of each."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "corpus.jsonl").open("w") as out:
         for i in range(chunks):
-            a, b = WORDS[i % 8], WORDS[(i // 8) % 8]
-            text = f"Report {i} on the {a} {b}: it depends on Reynolds number {1000 + i}."
-            out.write(json.dumps({"id": f"r{i}", "text": text}) + "\n")
+            a, b, c = WORDS[i % 8], WORDS[(i // 8) % 8], WORDS[(i // 64) % 8]
+            text = (
+                f"Report {i} measures the {a} layer at Reynolds number {1000 + i}. "
+                f"The {b} pressure rises near sample {i * 3} of the tunnel. "
+                f"Engineers traced the {c} noise to run {i % 97} of the test series."
+            )
+            record = {"id": f"r{i}", "text": text, "metadata": {"title": f"{a} {b} study {i}"}}
+            out.write(json.dumps(record) + "\n")
     return folder
 
 
