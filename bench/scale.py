@@ -41,7 +41,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "layers" / "common"))
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
-for _name, _value in {"BUGGER_OFF": "true", "TQDM_DISABLE": "1"}.items():
+# The handlers' Metrics flush themselves every 100 metrics when called without their Lambda
+# decorator, as here; without a namespace that flush raises SchemaValidationError.
+_BENCH_ENV = {
+    "BUGGER_OFF": "true",
+    "TQDM_DISABLE": "1",
+    "POWERTOOLS_METRICS_NAMESPACE": "deepmem-bench",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+for _name, _value in _BENCH_ENV.items():
     os.environ.setdefault(_name, _value)
 
 import psycopg  # noqa: E402
