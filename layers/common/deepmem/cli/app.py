@@ -23,18 +23,8 @@ from typer._click import exceptions as click  # typer vendors click; its errors 
 
 from deepmem import __version__
 from deepmem.api.models import OFFSET_MAX, PAGE_LIMIT_MAX
-from deepmem.domain.errors import (
-    BlockingRunExistsError,
-    ConfigurationError,
-    DatasetMissingError,
-    DeepmemError,
-    GeneratorNotConfiguredError,
-    InvalidSettingsError,
-    InvalidTransitionError,
-    RunNotFoundError,
-    RunSourceChangedError,
-    SettingsLockedError,
-)
+from deepmem.cli.exit_codes import EXIT_ERROR, EXIT_USAGE, exit_code
+from deepmem.domain.errors import DeepmemError
 from deepmem.domain.models import TrainingRun
 from deepmem.domain.status import Phase, done_status, phase_of
 
@@ -49,35 +39,10 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 
-#: Exit codes, documented in the README.
-EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4
-
 
 class FailAt(StrEnum):
     generating = "generating"
     training = "training"
-
-
-#: The API's answers, as exit codes: 404 → 3, 409 → 4, 422 → 2 (`deepmem.api.errors`).
-_CONFLICTS = (
-    BlockingRunExistsError,
-    InvalidTransitionError,
-    SettingsLockedError,
-    InvalidSettingsError,
-    RunSourceChangedError,
-    GeneratorNotConfiguredError,
-    DatasetMissingError,
-)
-
-
-def _exit_code(exc: BaseException) -> int:
-    if isinstance(exc, RunNotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, _CONFLICTS):
-        return EXIT_CONFLICT
-    if isinstance(exc, ValidationError | ValueError | ConfigurationError):
-        return EXIT_USAGE
-    return EXIT_ERROR
 
 
 def _error(message: str) -> None:
@@ -103,7 +68,7 @@ def _clean_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
     except (DeepmemError, ValueError, OSError) as exc:
         _error(str(exc))  # a refusal caused by a run names it and says the way out
-        raise typer.Exit(_exit_code(exc)) from None
+        raise typer.Exit(exit_code(exc)) from None
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
