@@ -30,6 +30,20 @@ from deepmem.services.training import TrainingService
 from tests.fakes.embedder import HashingEmbedder
 
 
+def peak_rss_mib() -> float:
+    """This process's own peak RSS: Linux's VmHWM, which starts afresh at exec. Not
+    `ru_maxrss`, which on Linux keeps the forking parent's peak across exec (a pytest process
+    that has run the rest of the suite first would be measured instead)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main(
     url: str, run: str, dataset: str, artifacts: str, seconds: str, shard: str = "20000"
 ) -> None:
@@ -63,7 +77,7 @@ def main(
         started = runs.start_training(run_id).run
         execution = workflow.wait(run_id, Phase.TRAINING, started.attempt, timeout=1800)
     store.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     print(json.dumps({"state": execution.state.value, "actions": actions, "peak_rss_mib": peak}))
 
 
