@@ -16,7 +16,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from deepmem.config import load_config, require, traced_clients
 from deepmem.domain.chunks import Lane
-from deepmem.services.generation import GenerationService, LaneSetup
+from deepmem.domain.executions import execution_name
+from deepmem.domain.status import Phase
+from deepmem.services.generation import GenerationService, Handover, LaneSetup
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 logger = Logger()
@@ -31,8 +33,26 @@ class _Task(BaseModel):
     attempt: int = Field(ge=1)
 
 
+class ExecutionInput(BaseModel):
+    """The execution's own input: a handover's successor carries its segment and lanes."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    segment: int = Field(default=0, ge=0)
+    lanes: list[Lane] | None = None
+
+
+class LaneEnd(BaseModel):
+    """What each lane of the Map ends with."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lane: Lane
+
+
 class PlanTask(_Task):
     action: Literal["plan"]
+    execution: ExecutionInput = Field(default_factory=ExecutionInput)
 
 
 class BatchTask(_Task):
@@ -43,6 +63,8 @@ class BatchTask(_Task):
 
 class FinishTask(_Task):
     action: Literal["finish"]
+    execution: ExecutionInput = Field(default_factory=ExecutionInput)
+    lanes: list[LaneEnd] | None = None  # the Map's results; None from an older execution
 
 
 Task = Annotated[PlanTask | BatchTask | FinishTask, Field(discriminator="action")]
@@ -62,7 +84,12 @@ def handle(
     task = _TASK.validate_python(event)
     logger.append_keys(run_id=str(task.run_id), phase="generating", attempt=task.attempt)
     if isinstance(task, PlanTask):
-        plan = service.plan(task.run_id, attempt=task.attempt)
+        plan = service.plan(
+            task.run_id,
+            attempt=task.attempt,
+            segment=task.execution.segment,
+            lanes=task.execution.lanes,
+        )
         metrics.add_metric(name="ChunksPlanned", unit=MetricUnit.Count, value=plan.total_chunks)
         return plan.model_dump(mode="json")
     if isinstance(task, BatchTask):
@@ -76,7 +103,13 @@ def handle(
         metrics.add_metric(name="LlmRetries", unit=MetricUnit.Count, value=progress.retries)
         metrics.add_metric(name="LlmTokens", unit=MetricUnit.Count, value=progress.tokens_used)
         return progress.model_dump(mode="json")
-    run = service.finish(task.run_id, attempt=task.attempt)
+    lanes = None if task.lanes is None else [end.lane for end in task.lanes]
+    run = service.finish(
+        task.run_id, attempt=task.attempt, lanes=lanes, segment=task.execution.segment
+    )
+    if isinstance(run, Handover):
+        metrics.add_metric(name="Handovers", unit=MetricUnit.Count, value=1)
+        return handover_output(run)
     return {
         "run_id": str(run.id),
         "attempt": run.attempt,
@@ -84,6 +117,31 @@ def handle(
         "total_chunks": run.total_chunks,
         "processed_chunks": run.processed_chunks,
         "pair_count": run.pair_count,
+        "handover": False,
+    }
+
+
+def handover_output(handover: Handover) -> dict[str, Any]:
+    """What `StartNextExecution` starts: the deterministic name and the input of the next
+    execution of the attempt."""
+    run_id = str(handover.run_id)
+    return {
+        "run_id": run_id,
+        "attempt": handover.attempt,
+        "status": "generating",
+        "handover": True,
+        "next_execution": {
+            "name": execution_name(
+                handover.run_id, Phase.GENERATING, handover.attempt, handover.segment
+            ),
+            "input": {
+                "run_id": run_id,
+                "phase": Phase.GENERATING.value,
+                "attempt": handover.attempt,
+                "segment": handover.segment,
+                "lanes": [lane.model_dump(mode="json") for lane in handover.lanes],
+            },
+        },
     }
 
 

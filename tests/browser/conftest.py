@@ -14,7 +14,7 @@ import io
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ class PacedTrainer:
         self._inner = inner
         self._pace = pace
 
-    def submit(self, run: TrainingRun, pairs: Sequence[Any]) -> str:
+    def submit(self, run: TrainingRun, pairs: Iterable[Any]) -> str:
         return self._inner.submit(run, pairs)
 
     def check(self, job_id: str) -> JobStatus:

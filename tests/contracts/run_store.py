@@ -336,6 +336,18 @@ def test_pairs_are_paged_in_insertion_order(store: RunStore) -> None:
     assert [p.question for p in page3] == [f"question {i}?" for i in range(20, 25)]
 
 
+def test_pairs_are_read_by_keyset_after_an_id(store: RunStore) -> None:
+    run = store.create_run(DATASET, None)
+    store.record_batch(_batch(run.id, {f"c{i:02d}": [f"question {i}?"] for i in range(25)}))
+    first = store.pairs_after(run.id, after=0, limit=10)
+    second = store.pairs_after(run.id, after=first[-1].id, limit=10)
+    last = store.pairs_after(run.id, after=second[-1].id, limit=10)
+    assert [p.question for p in first + second + last] == [f"question {i}?" for i in range(25)]
+    assert store.pairs_after(run.id, after=last[-1].id, limit=10) == []
+    assert store.pairs_after(uuid4(), after=0, limit=10) == []
+    assert len(store.pairs_after(run.id, after=0, limit=1_000_000)) == 25  # capped, not refused
+
+
 def test_job_id_and_metrics_are_kept(store: RunStore) -> None:
     run_id = _move_to(store, RunStatus.TRAINING)
     assert store.set_training_job(run_id, "job-123", attempt=1).deeplake_job_id == "job-123"

@@ -138,7 +138,14 @@ def execution_input(run_id: UUID, phase: Phase, attempt: int = 1) -> dict[str, A
 
 
 def plan_input(run_id: UUID = SAMPLE_RUN_ID, attempt: int = 1) -> dict[str, Any]:
-    return {"action": "plan", "run_id": str(run_id), "attempt": attempt}
+    """The execution's input rides along (`$$.Execution.Input`): a handover's successor
+    carries its segment and lanes in it."""
+    return {
+        "action": "plan",
+        "run_id": str(run_id),
+        "attempt": attempt,
+        "execution": execution_input(run_id, Phase.GENERATING, attempt),
+    }
 
 
 def lane(
@@ -173,7 +180,14 @@ def batch_input(
 
 
 def finish_input(run_id: UUID = SAMPLE_RUN_ID, attempt: int = 1) -> dict[str, Any]:
-    return {"action": "finish", "run_id": str(run_id), "attempt": attempt}
+    """What the Map's lanes ended with (`$.lane_ends`): here every lane done."""
+    return {
+        "action": "finish",
+        "run_id": str(run_id),
+        "attempt": attempt,
+        "execution": execution_input(run_id, Phase.GENERATING, attempt),
+        "lanes": [{"lane": lane(cursor=500), "done": True}],
+    }
 
 
 def submit_input(run_id: UUID = SAMPLE_RUN_ID, attempt: int = 1) -> dict[str, Any]:

@@ -6,6 +6,7 @@ database gives: one unfinished run at a time, compare-and-set transitions, idemp
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 import time
@@ -161,10 +162,19 @@ class MemoryRunStore:
             raise StaleWorkerError(run_id, run.status, run.attempt, attempt)
         return run
 
-    def set_total_chunks(self, run_id: UUID, total_chunks: int, *, attempt: int) -> TrainingRun:
+    def set_total_chunks(
+        self,
+        run_id: UUID,
+        total_chunks: int,
+        *,
+        attempt: int,
+        estimate: dict[str, Any] | None = None,
+    ) -> TrainingRun:
         with self._lock:
             run = self._worker_run(run_id, attempt, RunStatus.GENERATING)
-            return self._save(run, total_chunks=total_chunks)
+            if estimate is None:
+                return self._save(run, total_chunks=total_chunks)
+            return self._save(run, total_chunks=total_chunks, estimate=dict(estimate))
 
     def set_training_job(self, run_id: UUID, job_id: str | None, *, attempt: int) -> TrainingRun:
         with self._lock:
@@ -250,6 +260,12 @@ class MemoryRunStore:
     def list_pairs(self, run_id: UUID, limit: int = 100, offset: int = 0) -> list[TrainingPair]:
         with self._lock:
             return list(self._pairs.get(run_id, [])[offset : offset + limit])
+
+    def pairs_after(self, run_id: UUID, after: int = 0, limit: int = 1000) -> list[TrainingPair]:
+        with self._lock:
+            pairs = self._pairs.get(run_id, [])
+            start = bisect.bisect_right(pairs, after, key=lambda p: p.id)
+            return list(pairs[start : start + max(0, min(limit, 10_000))])
 
     def delete_run(self, run_id: UUID) -> DeleteOutcome:
         with self._lock:

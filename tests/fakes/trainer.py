@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from deepmem.domain.models import TrainingPair, TrainingRun
 from deepmem.ports import JobState, JobStatus
@@ -21,7 +21,7 @@ class ScriptedTrainer:
         self.polls: dict[str, int] = {}
         self.known: dict[str, list[JobStatus]] = {}
 
-    def submit(self, run: TrainingRun, pairs: Sequence[TrainingPair]) -> str:
+    def submit(self, run: TrainingRun, pairs: Iterable[TrainingPair]) -> str:
         self.submitted.append((run, list(pairs)))
         job_id = f"{self.job_prefix}-{run.id}-{len(self.submitted)}"
         self.known[job_id] = list(self.script)

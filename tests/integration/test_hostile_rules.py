@@ -115,6 +115,8 @@ def test_non_admins_cannot_write_through_the_functions(
         "select * from set_training_run_total(%(id)s, 99, 1)",
         "select * from update_deep_memory_settings('{\"lanes\": 40}')",
         "select * from deepmem_private.set_training_run_total(%(id)s, 99, 1)",
+        "select * from set_training_run_plan(%(id)s, 99, 1, '{}')",
+        "select * from deepmem_private.set_training_run_plan(%(id)s, 99, 1, '{}')",
     ]
     for call in calls:
         with (

@@ -46,8 +46,8 @@ CALLS: list[tuple[Callable[[SupabaseStore], Any], str, set[str]]] = [
     (lambda s: s.find_blocking_run(), "blocking_training_run", set()),
     (
         lambda s: s.set_total_chunks(RUN, 2, attempt=1),
-        "set_training_run_total",
-        {"p_run_id", "p_total_chunks", "p_attempt"},
+        "set_training_run_plan",
+        {"p_run_id", "p_total_chunks", "p_attempt", "p_estimate"},
     ),
     (
         lambda s: s.record_batch(

@@ -236,8 +236,23 @@ def test_generation_plans_walks_every_lane_in_batches_and_finishes(
         by_lane.setdefault(call["lane"]["lane"], []).append(call["lane"]["cursor"])
     assert {k: sorted(v) for k, v in by_lane.items()} == {0: [0, 2, 4], 1: [6, 8]}
     assert script.actions()[0] == "plan" and script.actions()[-1] == "finish"
-    assert script.calls[0] == {"action": "plan", "run_id": str(run.id), "attempt": 1}
-    assert script.calls[-1] == {"action": "finish", "run_id": str(run.id), "attempt": 1}
+    execution_input = {"run_id": str(run.id), "phase": "generating", "attempt": 1}
+    assert script.calls[0] == {
+        "action": "plan",
+        "run_id": str(run.id),
+        "attempt": 1,
+        "execution": execution_input,
+    }
+    finish = script.calls[-1]
+    assert {k: finish[k] for k in ("action", "run_id", "attempt", "execution")} == {
+        "action": "finish",
+        "run_id": str(run.id),
+        "attempt": 1,
+        "execution": execution_input,
+    }
+    # What each lane ended with, and no more (not the setup): all done, no handover.
+    assert sorted(end["lane"]["lane"] for end in finish["lanes"]) == [0, 1]
+    assert all(set(end) == {"lane", "done"} and end["done"] for end in finish["lanes"])
     assert script.store.get_run(run.id).status is RunStatus.GENERATED
     assert script.record_calls == []
 

@@ -522,6 +522,19 @@ def test_deep_memory_on_a_local_dataset_is_409(fn, service, store) -> None:
     assert store.get_settings().trainer is TrainerKind.AUTO
 
 
+def test_settings_under_which_the_largest_run_cannot_finish_are_422(fn, service, store) -> None:
+    slow = {"lanes": 1, "concurrency": 1, "max_chunks_per_run": 10_000_000}
+    answer = call(fn["settings"], api_event("PUT", f"{P}/settings", slow))
+
+    assert answer.status == 422
+    assert "days" in answer.body["detail"] and "max_chunks_per_run" in answer.body["detail"]
+    assert answer.body["estimate"]["finishable"] is False
+    assert answer.body["estimate"]["total_chunks"] == 10_000_000
+    assert store.get_settings().max_chunks_per_run is None  # nothing written
+    fine = call(fn["settings"], api_event("PUT", f"{P}/settings", {**slow, "concurrency": 64}))
+    assert fine.status == 200
+
+
 def test_a_null_cap_removes_the_cap(fn, service, store) -> None:
     call(fn["settings"], api_event("PUT", f"{P}/settings", {"max_chunks_per_run": 100}))
 

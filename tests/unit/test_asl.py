@@ -23,6 +23,8 @@ TRANSIENT = {
 }
 RECORD_STATE = {"generating": "RecordGenerationFailure", "training": "RecordTrainingFailure"}
 PHASE_START = {"generating": "Plan", "training": "SubmitTraining"}
+LAMBDA_TASK = "arn:aws:states:::lambda:invoke"
+START_EXECUTION = "arn:aws:states:::states:startExecution"
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,7 @@ def test_every_task_and_map_of_a_phase_is_caught_into_its_record_failure(
         assert catchers[-1]["Next"] == RECORD_STATE[phase], name
         assert catchers[-1]["ResultPath"] == "$.error", name
         covered += 1
-    assert covered == {"generating": 3, "training": 2}[phase]
+    assert covered == {"generating": 4, "training": 2}[phase]
 
 
 @pytest.mark.parametrize("phase", ["generating", "training"])
@@ -130,11 +132,14 @@ def test_every_task_retries_service_errors_with_backoff_and_jitter_before_any_ca
     asl: dict[str, Any],
 ) -> None:
     tasks = [(name, s) for name, s in all_states(asl) if s["Type"] == "Task"]
-    assert len(tasks) == 7
+    assert len(tasks) == 8
     for name, state in tasks:
         retriers = state["Retry"]
         retried = {error for r in retriers for error in r["ErrorEquals"]}
-        assert retried >= LAMBDA_SERVICE_ERRORS, name
+        if state["Resource"] == LAMBDA_TASK:
+            assert retried >= LAMBDA_SERVICE_ERRORS, name
+        else:
+            assert retried >= {"StepFunctions.ServiceException"}, name
         assert "States.ALL" not in retried, name  # a permanent error goes straight to Catch
         for retrier in retriers:
             assert retrier["JitterStrategy"] == "FULL", name
@@ -146,7 +151,11 @@ def test_every_task_retries_service_errors_with_backoff_and_jitter_before_any_ca
 @pytest.mark.parametrize("phase", ["generating", "training"])
 def test_transient_errors_of_a_phase_are_retried(asl: dict[str, Any], phase: str) -> None:
     names = reachable(asl, PHASE_START[phase]) - reachable(asl, RECORD_STATE[phase])
-    tasks = [asl["States"][n] for n in names if asl["States"][n]["Type"] == "Task"]
+    tasks = [
+        asl["States"][n]
+        for n in names
+        if asl["States"][n]["Type"] == "Task" and asl["States"][n]["Resource"] == LAMBDA_TASK
+    ]
     if phase == "generating":
         lane_loop = asl["States"]["GenerateLanes"]["ItemProcessor"]["States"]
         tasks += [s for s in lane_loop.values() if s["Type"] == "Task"]
@@ -160,7 +169,11 @@ def test_resources_only_through_placeholders(asl: dict[str, Any]) -> None:
     for name, state in all_states(asl):
         if state["Type"] != "Task":
             continue
-        assert state["Resource"] == "arn:aws:states:::lambda:invoke", name
+        if state["Resource"] == START_EXECUTION:  # the handover: this state machine only
+            assert state["Parameters"]["StateMachineArn.$"] == "$$.StateMachine.Id", name
+            assert state["ResultPath"] is None, name
+            continue
+        assert state["Resource"] == LAMBDA_TASK, name
         function = state["Parameters"]["FunctionName"]
         assert function.startswith("${") and function.endswith("Arn}"), name
         assert state.get("OutputPath") == "$.Payload" or state.get("ResultPath", "") is None, name
@@ -188,13 +201,45 @@ def test_lanes_run_as_a_map_with_the_plans_concurrency(asl: dict[str, Any]) -> N
     batch = lanes["ItemProcessor"]["States"]["GenerateBatch"]
     assert batch["Parameters"]["Payload"]["setup.$"] == "$.setup"
     assert batch["OutputPath"] == "$.Payload"
-    assert lanes["ResultPath"] is None  # the lanes' outputs are not needed, and could be large
+    # Finish needs where each lane stopped; each lane ends with its lane and done alone
+    # (not the setup), so the Map's result stays small.
+    assert lanes["ResultPath"] == "$.lane_ends"
     loop = lanes["ItemProcessor"]["States"]
     choice = loop["LaneDone"]
     assert choice["Choices"] == [
-        {"Variable": "$.done", "BooleanEquals": True, "Next": "LaneFinished"}
+        {"Variable": "$.done", "BooleanEquals": True, "Next": "LaneFinished"},
+        {"Variable": "$.handover", "BooleanEquals": True, "Next": "LaneFinished"},
     ]
     assert choice["Default"] == "GenerateBatch"
+    assert loop["LaneFinished"]["Parameters"] == {"lane.$": "$.lane", "done.$": "$.done"}
+
+
+def test_an_execution_over_its_budget_hands_over_to_the_next_of_its_attempt(
+    asl: dict[str, Any],
+) -> None:
+    states = asl["States"]
+    finish = states["FinishGeneration"]["Parameters"]["Payload"]
+    assert finish["lanes.$"] == "$.lane_ends"
+    assert finish["execution.$"] == states["Plan"]["Parameters"]["Payload"]["execution.$"]
+    assert finish["execution.$"] == "$$.Execution.Input"
+    assert states["FinishGeneration"]["Next"] == "HandOver"
+    hand_over = states["HandOver"]
+    assert hand_over["Choices"] == [
+        {"Variable": "$.handover", "BooleanEquals": True, "Next": "StartNextExecution"}
+    ]
+    assert hand_over["Default"] == "Generated"
+    start = states["StartNextExecution"]
+    assert start["Resource"] == START_EXECUTION
+    assert start["Parameters"]["Name.$"] == "$.next_execution.name"
+    assert start["Parameters"]["Input.$"] == "$.next_execution.input"
+    # A retried start finds its successor there: that is a handover done, not a failure.
+    assert start["Catch"][0] == {
+        "ErrorEquals": ["StepFunctions.ExecutionAlreadyExistsException"],
+        "ResultPath": None,
+        "Next": "HandedOver",
+    }
+    assert start["Next"] == "HandedOver"
+    assert states["HandedOver"]["Type"] == "Succeed"
 
 
 def test_training_waits_between_checks(asl: dict[str, Any]) -> None:

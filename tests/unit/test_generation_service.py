@@ -20,11 +20,12 @@ from deepmem.domain.errors import (
     TooFewPairsError,
     TransientGenerationError,
 )
+from deepmem.domain.handover import GenerationLimits, HandoverBudget
 from deepmem.domain.models import BatchOutcome, BatchRecord, ChunkQuestions, Settings
 from deepmem.domain.provenance import GeneratorChoice
 from deepmem.domain.status import RunStatus
 from deepmem.ports import GeneratedQuestions
-from deepmem.services.generation import GenerationService, LaneSetup
+from deepmem.services.generation import GenerationService, Handover, LaneSetup
 
 from tests.fakes import events
 from tests.fakes.memory_store import MemoryRunStore
@@ -124,10 +125,69 @@ def _walk(service: GenerationService, run_id: UUID, lane: Lane, setup: LaneSetup
 
 def test_the_plan_carries_what_a_lane_needs() -> None:
     settings = Settings(batch_size=7, concurrency=3, lanes=2, questions_per_chunk=2)
+    service, store, run_id = _service(30, settings, FakeGenerator())
+    before = time.time()
+    plan = service.plan(run_id)
+    assert (plan.setup.dataset, plan.setup.settings) == (DATASET, settings)
+    assert plan.model_dump(mode="json")["setup"]["settings"]["batch_size"] == 7
+    # The execution's budget: calls per lane from the event budget, a deadline 20 h out.
+    budget = plan.setup.handover
+    assert budget is not None and budget.calls_per_lane == (10_000 - 30 - 2 * 6) // (7 * 2)
+    assert before + 72_000 <= budget.deadline <= time.time() + 72_000
+    # The plan's estimate is recorded on the run.
+    assert plan.estimate is not None and plan.estimate.total_chunks == 30
+    assert store.inner.get_run(run_id).estimate == plan.estimate.model_dump(mode="json")
+
+
+def test_a_lane_over_its_deadline_hands_over_after_one_batch_and_finish_names_the_next() -> None:
+    settings = Settings(batch_size=5, concurrency=4, lanes=2)
+    generator = FakeGenerator()
+    store = CountingStore(MemoryRunStore(settings))
+    source = ListSource(30)
+    limits = GenerationLimits(seconds_budget=0)  # every execution hands over after a batch
+    service = GenerationService(
+        store, lambda _dataset: source, lambda _settings: generator, limits=limits
+    )
+    run_id = store.inner.create_run(DATASET, None).id
+    plan = service.plan(run_id)
+    segments = 0
+    lanes = plan.lanes
+    while True:
+        ends = []
+        for lane in plan.lanes:
+            progress = service.batch(run_id, lane, setup=plan.setup)
+            assert progress.handover is not progress.done
+            assert progress.lane.cursor - lane.cursor == 5  # one batch, then the deadline
+            ends.append(progress.lane)
+        outcome = service.finish(run_id, attempt=plan.attempt, lanes=ends, segment=segments)
+        if not isinstance(outcome, Handover):
+            break
+        segments += 1
+        assert outcome.segment == segments and outcome.lanes == [x for x in ends if not x.done]
+        plan = service.plan(
+            run_id, attempt=outcome.attempt, segment=outcome.segment, lanes=outcome.lanes
+        )
+        assert plan.estimate is None and all(lane.calls == 0 for lane in plan.lanes)
+        lanes = plan.lanes
+    assert lanes and segments == 2  # 15 chunks a lane, 5 a batch: three executions
+    assert outcome.status is RunStatus.GENERATED and outcome.processed_chunks == 30
+    assert max(generator.asked.values()) == 1
+
+
+def test_a_lane_over_its_calls_hands_over() -> None:
+    settings = Settings(batch_size=5, lanes=1)
     service, _, run_id = _service(30, settings, FakeGenerator())
     plan = service.plan(run_id)
-    assert plan.setup == LaneSetup(dataset=DATASET, settings=settings)
-    assert plan.model_dump(mode="json")["setup"]["settings"]["batch_size"] == 7
+    setup = plan.setup.model_copy(
+        update={"handover": HandoverBudget(calls_per_lane=2, deadline=time.time() + 3600)}
+    )
+    lane = plan.lanes[0]
+    for calls in (1, 2):
+        time_left = iter([10**9] + [0] * 100)  # the invocation's time runs out after a batch
+        progress = service.batch(run_id, lane, remaining_ms=time_left.__next__, setup=setup)
+        lane = progress.lane
+        assert (lane.calls, progress.done, progress.handover) == (calls, False, calls == 2)
+    assert lane.cursor == 10
 
 
 @pytest.mark.parametrize(("chunks", "batch_size", "concurrency"), [(200, 20, 8), (95, 10, 16)])

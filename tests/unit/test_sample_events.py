@@ -44,7 +44,8 @@ def asl_payloads() -> dict[tuple[str, str], set[str]]:
 
     def walk(states: dict[str, Any]) -> None:
         for state in states.values():
-            if state["Type"] == "Task":
+            if state["Type"] == "Task" and state["Resource"].endswith(":lambda:invoke"):
+                # (StartNextExecution is a Task too, of Step Functions itself: no function.)
                 parameters = state["Parameters"]
                 function = parameters["FunctionName"].removeprefix("${").removesuffix("Arn}")
                 payload = parameters["Payload"]

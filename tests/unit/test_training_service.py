@@ -70,7 +70,7 @@ def test_submit_sends_every_page_of_pairs_then_check_completes_the_run() -> None
 
     step = service.submit(run_id, attempt=1)
 
-    assert len(trainer.submitted[0][1]) == 1500  # two pages of list_pairs
+    assert len(trainer.submitted[0][1]) == 1500  # two keyset pages
     assert store.get_run(run_id).deeplake_job_id == step.job_id
     assert service.check(run_id, step.job_id).state is JobState.PENDING
     done = service.check(run_id, step.job_id)

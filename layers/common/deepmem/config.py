@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from deepmem.domain.errors import ConfigurationError
+from deepmem.domain.handover import GenerationLimits
 
 
 class Config(BaseModel):
@@ -97,6 +98,25 @@ class Config(BaseModel):
         description="s3://bucket/prefix or a folder; empty means <home>/artifacts",
     )
 
+    # What one generation execution may spend before it hands over to the next one, and what
+    # the plan's estimate assumes (deepmem/domain/handover.py).
+    execution_event_budget: int = Field(
+        default=10_000, ge=1, le=25_000, alias="DEEPMEM_EXECUTION_EVENT_BUDGET"
+    )
+    execution_seconds_budget: float = Field(
+        default=72_000.0, ge=0, le=84_600, alias="DEEPMEM_EXECUTION_SECONDS_BUDGET"
+    )
+    batch_function_seconds: float = Field(
+        default=900.0, gt=0, le=900, alias="DEEPMEM_BATCH_FUNCTION_TIMEOUT"
+    )
+    llm_seconds_per_call: float = Field(default=2.0, gt=0, alias="DEEPMEM_LLM_SECONDS_PER_CALL")
+    max_run_days: float = Field(default=14.0, gt=0, alias="DEEPMEM_MAX_RUN_DAYS")
+    # The query adapter of a large run trains as a streamed job, in slices of one invocation.
+    adapter_stream_above: int = Field(default=200_000, ge=0, alias="DEEPMEM_ADAPTER_STREAM_ABOVE")
+    train_seconds_per_call: float = Field(
+        default=600.0, gt=0, le=900, alias="DEEPMEM_TRAIN_SECONDS_PER_CALL"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _given_then_environment(cls, data: Any) -> Any:
@@ -116,6 +136,16 @@ class Config(BaseModel):
             elif name in environment:
                 values[field.alias] = environment[name]
         return values
+
+    @property
+    def generation_limits(self) -> GenerationLimits:
+        return GenerationLimits(
+            event_budget=self.execution_event_budget,
+            seconds_budget=self.execution_seconds_budget,
+            function_seconds=self.batch_function_seconds,
+            seconds_per_llm_call=self.llm_seconds_per_call,
+            max_run_seconds=self.max_run_days * 86_400,
+        )
 
     @property
     def jwks_url(self) -> str | None:

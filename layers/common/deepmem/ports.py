@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -61,8 +61,16 @@ class RunStore(Protocol):
     # A worker's writes carry its attempt: each raises StaleWorkerError when the run is no
     # longer at that attempt or no longer in the write's phase.
 
-    def set_total_chunks(self, run_id: UUID, total_chunks: int, *, attempt: int) -> TrainingRun:
-        """On a `generating` run."""
+    def set_total_chunks(
+        self,
+        run_id: UUID,
+        total_chunks: int,
+        *,
+        attempt: int,
+        estimate: dict[str, Any] | None = None,
+    ) -> TrainingRun:
+        """The plan's chunk count and, when given, its estimate (`RunEstimate`), kept on a
+        `generating` run."""
         ...
 
     def set_training_job(self, run_id: UUID, job_id: str | None, *, attempt: int) -> TrainingRun:
@@ -100,7 +108,12 @@ class RunStore(Protocol):
         ...
 
     def list_pairs(self, run_id: UUID, limit: int = 100, offset: int = 0) -> list[TrainingPair]:
-        """Ordered by id (insertion order)."""
+        """Ordered by id (insertion order). For small pages; a full read uses `pairs_after`."""
+        ...
+
+    def pairs_after(self, run_id: UUID, after: int = 0, limit: int = 1000) -> list[TrainingPair]:
+        """The next `limit` pairs (at most 10,000) with an id above `after`, ordered by id: a
+        keyset page, as cheap at the end of a run as at its start."""
         ...
 
     def delete_run(self, run_id: UUID) -> DeleteOutcome:
@@ -192,8 +205,9 @@ class JobStatus:
 
 
 class Trainer(Protocol):
-    def submit(self, run: TrainingRun, pairs: Sequence[TrainingPair]) -> str:
-        """Start a training job on the run's pairs; return its job id."""
+    def submit(self, run: TrainingRun, pairs: Iterable[TrainingPair]) -> str:
+        """Start a training job on the run's pairs (read lazily, by keyset, as the iterable
+        is consumed); return its job id."""
         ...
 
     def check(self, job_id: str) -> JobStatus: ...

@@ -6,6 +6,7 @@ numpy on a cold start. Handlers cache what they build for the life of a warm con
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -211,6 +212,7 @@ def build_generation_service(
         generator_choice=generator_choice(config),
         embedding_model_of=recorded_embedding_model(config),
         max_failed_chunks=config.max_failed_chunks,
+        limits=config.generation_limits,
     )
 
 
@@ -225,22 +227,13 @@ def build_run_service(
         dataset=config.dataset_path,
         generator_choice=generator_choice(config),
         dataset_present=dataset_present,
-        dataset_fingerprint=_where_deeplake(config, _fingerprint),
-        embedding_model_of=_where_deeplake(config, _embedding_model),
+        dataset_fingerprint=_where_deeplake(lambda d: chunk_source_for(config)(d).fingerprint()),
+        embedding_model_of=_where_deeplake(recorded_embedding_model(config)),
+        limits=config.generation_limits,
     )
 
 
-def _fingerprint(config: Config, dataset: str) -> str | None:
-    return chunk_source_for(config)(dataset).fingerprint()
-
-
-def _embedding_model(config: Config, dataset: str) -> str | None:
-    return recorded_embedding_model(config)(dataset)
-
-
-def _where_deeplake(
-    config: Config, read: Callable[[Config, str], str | None]
-) -> Callable[[str], str | None]:
+def _where_deeplake(read: Callable[[str], str | None]) -> Callable[[str], str | None]:
     """`read` where DeepLake is installed (the CLI, `deepmem serve`, the workers), else None:
     an API function has no DeepLake layer, and the plan checks the dataset anyway. A dataset
     that cannot be read answers None too (the plan reports it)."""
@@ -252,7 +245,7 @@ def _where_deeplake(
         from deepmem.domain.errors import DatasetError
 
         try:
-            return read(config, dataset)
+            return read(dataset)
         except DatasetError:
             return None
 
@@ -330,9 +323,10 @@ def embedder_for_model(config: Config, model_name: str) -> Embedder:
     return OpenAIEmbedder(client, model_name)
 
 
-def trainer_factory(config: Config) -> TrainerFactory:
+def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFactory:
     """(kind, run, embedding model) → Trainer: Deep Memory for `hub://` datasets, the query
-    adapter (artifacts in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a folder) for any."""
+    adapter (artifacts in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a folder) for any. The
+    adapter reads a large run's pairs itself, by keyset, from `store`."""
     from deepmem.domain.models import TrainerKind
 
     def trainer(kind: TrainerKind, run: TrainingRun, embedding_model: str) -> Trainer:
@@ -347,8 +341,15 @@ def trainer_factory(config: Config) -> TrainerFactory:
         from deepmem.adapters.trainers.artifacts import artifact_store_for
         from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
 
+        pairs = functools.partial((store or shared_run_store(config)).pairs_after, run.id)
         return QueryAdapterTrainer(
-            run.dataset, embedder, artifact_store_for(config.artifacts_location), token=token
+            run.dataset,
+            embedder,
+            artifact_store_for(config.artifacts_location),
+            token=token,
+            pairs=pairs,
+            stream_above=config.adapter_stream_above,
+            seconds_per_call=config.train_seconds_per_call,
         )
 
     return trainer
@@ -370,7 +371,7 @@ def build_training_service(
 ) -> TrainingService:
     from deepmem.services.training import TrainingService
 
-    trainers = trainer_factory(config)
+    trainers = trainer_factory(config, store)
     if wrap_trainer is not None:
         wrap = wrap_trainer
         plain = trainers

@@ -33,6 +33,7 @@ from deepmem.domain.errors import (
     RunSourceChangedError,
     SettingsLockedError,
     StoreError,
+    UnfinishableRunError,
     WorkflowError,
 )
 
@@ -78,6 +79,12 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
     def _invalid_data(exc: InvalidDataError) -> Response[Any]:
         return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc))
 
+    @app.exception_handler(UnfinishableRunError)
+    def _unfinishable(exc: UnfinishableRunError) -> Response[Any]:
+        # Well-formed settings under which the largest run they allow could never finish.
+        estimate = exc.estimate.model_dump(mode="json") if exc.estimate is not None else None
+        return error_response(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc), estimate=estimate)
+
     @app.exception_handler(RequestUnsupportedContentType)
     def _unsupported_media_type(exc: RequestUnsupportedContentType) -> Response[Any]:
         return error_response(
@@ -113,7 +120,8 @@ def register_error_handlers(app: ApiGatewayResolver) -> None:
 
     @app.exception_handler(InvalidTransitionError)
     def _invalid_transition(exc: InvalidTransitionError) -> Response[Any]:
-        # Covers RunNotDeletableError, RunNotProceedableError and RunNotCancellableError.
+        # Covers RunNotDeletableError, RunNotProceedableError, RunNotCancellableError and
+        # StaleWorkerError (a worker's write at an attempt the run has left): 409.
         return error_response(
             HTTPStatus.CONFLICT, str(exc), training_run_id=exc.run_id, status=exc.current
         )

@@ -19,12 +19,8 @@ from typer._click import exceptions as click  # typer vendors click; its errors 
 
 from deepmem import __version__
 from deepmem.api.models import OFFSET_MAX, PAGE_LIMIT_MAX
-from deepmem.cli.failures import (
-    EXIT_ERROR,
-    EXIT_USAGE,
-    clean_errors,
-    error,
-)
+from deepmem.cli.exit_codes import EXIT_ERROR, EXIT_USAGE
+from deepmem.cli.failures import clean_errors, error
 from deepmem.domain.models import TrainingRun
 from deepmem.domain.status import Phase, done_status, phase_of
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,7 @@ class FaultyTrainer:
         self._inner = inner
         self._fault = fault
 
-    def submit(self, run: TrainingRun, pairs: Sequence[Any]) -> str:
+    def submit(self, run: TrainingRun, pairs: Iterable[Any]) -> str:
         return self._inner.submit(run, pairs)
 
     def check(self, job_id: str) -> JobStatus:

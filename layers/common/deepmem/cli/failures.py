@@ -1,5 +1,4 @@
-"""How the CLI fails: one line on stderr and the README's exit codes, the API's answers
-mapped the same way (404 → 3, 409 → 4, 422 → 2; see `deepmem.api.errors`)."""
+"""How the CLI fails: one line on stderr, and the exit code `exit_codes.py` gives."""
 
 from __future__ import annotations
 
@@ -11,44 +10,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from deepmem.domain.errors import (
-    BlockingRunExistsError,
-    ConfigurationError,
-    DatasetMissingError,
-    DeepmemError,
-    GeneratorNotConfiguredError,
-    InvalidSettingsError,
-    InvalidTransitionError,
-    RunNotFoundError,
-    RunSourceChangedError,
-    SettingsLockedError,
-)
+from deepmem.cli.exit_codes import EXIT_USAGE, exit_code
+from deepmem.domain.errors import DeepmemError
 
 errors = Console(stderr=True)
-
-#: Exit codes, documented in the README.
-EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4
-
-#: Refusals the API answers 409.
-_CONFLICTS = (
-    BlockingRunExistsError,
-    InvalidTransitionError,
-    SettingsLockedError,
-    InvalidSettingsError,
-    RunSourceChangedError,
-    GeneratorNotConfiguredError,
-    DatasetMissingError,
-)
-
-
-def exit_code(exc: BaseException) -> int:
-    if isinstance(exc, RunNotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, _CONFLICTS):
-        return EXIT_CONFLICT
-    if isinstance(exc, ValidationError | ValueError | ConfigurationError):
-        return EXIT_USAGE
-    return EXIT_ERROR
 
 
 def error(message: str) -> None:

@@ -24,6 +24,7 @@ class Lane(BaseModel):
     start: int = Field(ge=0)
     stop: int = Field(ge=0)
     cursor: int = Field(ge=0, description="next index of the lane to look at")
+    calls: int = Field(default=0, ge=0, description="batch calls of this lane this execution")
 
     @model_validator(mode="after")
     def _ordered(self) -> Lane:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from deepmem.domain.handover import RunEstimate
     from deepmem.domain.status import RunStatus
 
 
@@ -129,6 +130,14 @@ class SettingsLockedError(DeepmemError):
 
 class InvalidSettingsError(DeepmemError):
     """Settings that validate alone but cannot work here (Deep Memory on a local dataset)."""
+
+
+class UnfinishableRunError(DeepmemError):
+    """Settings under which a generation cannot finish (its estimate says why)."""
+
+    def __init__(self, message: str, estimate: RunEstimate | None = None) -> None:
+        super().__init__(message)
+        self.estimate = estimate
 
 
 class ConfigurationError(DeepmemError):

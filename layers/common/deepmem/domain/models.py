@@ -45,6 +45,9 @@ class TrainingRun(BaseModel):
     llm_model: str | None = None
     embedding_model: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    estimate: dict[str, Any] | None = Field(
+        default=None, description="the plan's forecast (`deepmem.domain.handover.RunEstimate`)"
+    )
     created_at: datetime
     updated_at: datetime
 

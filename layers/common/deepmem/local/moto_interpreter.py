@@ -1,8 +1,11 @@
 """moto's Step Functions interpreter, bent to run the deployed ASL in this process: the AWS mock
-and three patches of moto's internals. `arn:aws:states:::lambda:invoke` reaches moto's
+and four patches of moto's internals. `arn:aws:states:::lambda:invoke` reaches moto's
 `LambdaFunction.invoke` (normally Docker), patched to call a Python callable instead; the
 retrier's `time.sleep` and `WaitFunction._wait_interval` are scaled by `time_scale` (0 = not
-slept at all). `deepmem.local.workflow.LocalWorkflow` drives it.
+slept at all); `arn:aws:states:::states:startExecution` (the generation's handover) gets its
+parameters in boto3's spelling, which moto 5.2.5 omits (it passes `StateMachineArn` as the
+ASL names it, and botocore, told not to validate, fails on it with a KeyError).
+`deepmem.local.workflow.LocalWorkflow` drives it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from unittest import mock
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (  # noqa: E501
+    StateTaskServiceSfn,
+)
 from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import (
     WaitFunction,
 )
@@ -46,6 +52,11 @@ class MotoInterpreter:
             mock.patch.object(LambdaFunction, "invoke", make_invoke(call)),
             mock.patch.object(retrier_decl, "time", make_retry_clock(time_scale)),
             mock.patch.object(WaitFunction, "_wait_interval", make_wait(time_scale)),
+            mock.patch.object(
+                StateTaskServiceSfn,
+                "_eval_service_task",
+                boto_spelling(StateTaskServiceSfn._eval_service_task),
+            ),
         ]
 
     def start(self) -> None:
@@ -104,6 +115,23 @@ def make_wait(scale: float) -> Callable[..., None]:
             env.program_state_event.wait(wait_seconds * scale)
 
     return wait_interval
+
+
+def boto_spelling(evaluate: Callable[..., Any]) -> Callable[..., Any]:
+    """`StateTaskServiceSfn._eval_service_task` with the ASL's parameter names (`StateMachineArn`,
+    `Name`, `Input`) spelled as boto3's Step Functions client takes them."""
+
+    def eval_service_task(
+        self: StateTaskServiceSfn,
+        env: Any,
+        resource_runtime_part: Any,
+        normalised_parameters: dict[str, Any],
+        state_credentials: Any,
+    ) -> Any:
+        spelled = {key[:1].lower() + key[1:]: value for key, value in normalised_parameters.items()}
+        return evaluate(self, env, resource_runtime_part, spelled, state_credentials)
+
+    return eval_service_task
 
 
 def function_error(response_headers: Any, error_type: str, exc: BaseException) -> bytes:

@@ -10,13 +10,17 @@ Lambda backend, whose `LambdaFunction.invoke` (normally Docker) is replaced by a
 Python callables given to `LocalWorkflow`. Retry intervals and Wait states are scaled by
 `time_scale` (0 = not slept at all). EventBridge rules do not run under moto, so when an
 execution ends ABORTED, TIMED_OUT or FAILED this adapter hands the status-change event to the
-record-failure handler itself, as the deployed rule would.
+record-failure handler itself, as the deployed rule would. A generation that hands over starts
+its next execution from the ASL (`arn:aws:states:::states:startExecution`, which moto runs for
+real): the watcher of an execution that succeeded with a handover watches its successor, and
+`wait` follows the chain to its end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import threading
 import time
@@ -118,6 +122,7 @@ class LocalWorkflow:
         self._region = region
         self._lock = threading.Lock()
         self._watchers: dict[str, threading.Thread] = {}
+        self._successors: dict[str, str] = {}  # execution ARN -> the one it handed over to
         self._stop_causes: dict[str, tuple[str | None, str | None]] = {}
         self._close_timeout = close_timeout_seconds
         self._closing = False
@@ -140,21 +145,24 @@ class LocalWorkflow:
     def start(self, run_id: UUID, phase: Phase, attempt: int) -> Execution:
         with self._lock:
             execution = self._remote.start(run_id, phase, attempt)
-            if execution.arn not in self._watchers:
-                if self._leases is not None:
-                    self._leases.renew(run_id, attempt)
-                watcher = threading.Thread(
-                    target=self._watch,
-                    args=(execution.arn, run_id, attempt),
-                    name=f"watch-{execution.name}",
-                    daemon=True,
-                )
-                self._watchers[execution.arn] = watcher
-                watcher.start()
+            self._start_watching(execution.arn, execution.name, run_id, attempt)
         return execution
 
+    def _start_watching(self, arn: str, name: str, run_id: UUID, attempt: int) -> None:
+        """Under `_lock`: one watcher per execution, which keeps the run's lease."""
+        if arn in self._watchers:
+            return
+        if self._leases is not None:
+            self._leases.renew(run_id, attempt)
+        watcher = threading.Thread(
+            target=self._watch, args=(arn, run_id, attempt), name=f"watch-{name}", daemon=True
+        )
+        self._watchers[arn] = watcher
+        watcher.start()
+
     def stop(self, run_id: UUID, phase: Phase, attempt: int, cause: str) -> None:
-        arn = self._execution_arn(execution_name(run_id, phase, attempt))
+        latest = self._remote.describe(run_id, phase, attempt)
+        arn = latest.arn if latest else self._execution_arn(execution_name(run_id, phase, attempt))
         # moto drops the error and cause of a stop; the safety-net event carries them.
         self._stop_causes[arn] = ("Cancelled", cause)
         self._remote.stop(run_id, phase, attempt, cause)
@@ -165,22 +173,38 @@ class LocalWorkflow:
     # local extras
 
     def wait(self, run_id: UUID, phase: Phase, attempt: int, timeout: float = 30.0) -> Execution:
-        """Block until the execution has ended and, for a failed one, the safety net ran."""
+        """Block until the attempt's last execution has ended (following its handovers) and,
+        for a failed one, the safety net ran."""
         arn = self._execution_arn(execution_name(run_id, phase, attempt))
         deadline = time.monotonic() + timeout
-        watcher = self._watchers.get(arn)
-        if watcher is None:
-            raise WorkflowError(f"execution {arn} was not started here")
-        watcher.join(max(0.0, deadline - time.monotonic()))
-        if watcher.is_alive():
-            raise TimeoutError(f"execution {arn} still running after {timeout} s")
+        while True:
+            watcher = self._watchers.get(arn)
+            if watcher is None:
+                raise WorkflowError(f"execution {arn} was not started here")
+            watcher.join(max(0.0, deadline - time.monotonic()))
+            if watcher.is_alive():
+                raise TimeoutError(f"execution {arn} still running after {timeout} s")
+            successor = self._successors.get(arn)
+            if successor is None:
+                break
+            arn = successor
         described = self._describe_arn(arn)
         assert described is not None
         return described
 
-    def history(self, run_id: UUID, phase: Phase, attempt: int) -> list[dict[str, Any]]:
-        """The execution's event history, for tests and the CLI."""
+    def chain(self, run_id: UUID, phase: Phase, attempt: int) -> list[str]:
+        """The names of the attempt's executions so far, in order (one unless it handed over)."""
         arn = self._execution_arn(execution_name(run_id, phase, attempt))
+        arns = [arn]
+        while arns[-1] in self._successors:
+            arns.append(self._successors[arns[-1]])
+        return [a.rsplit(":", 1)[-1] for a in arns]
+
+    def history(
+        self, run_id: UUID, phase: Phase, attempt: int, segment: int = 0
+    ) -> list[dict[str, Any]]:
+        """The execution's event history, for tests and the CLI."""
+        arn = self._execution_arn(execution_name(run_id, phase, attempt, segment))
         events: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
         while True:
@@ -287,6 +311,9 @@ class LocalWorkflow:
             time.sleep(0.01)
         if self._leases is not None:
             self._leases.forget(run_id, attempt)
+        if execution is not None and execution.state is ExecutionState.SUCCEEDED:
+            self._follow_handover(arn, run_id, attempt)
+            return
         if execution is None or execution.state not in FAILURE_STATUSES:
             return
         if self._safety_net is None:
@@ -308,6 +335,22 @@ class LocalWorkflow:
             self._call(self._safety_net, event)
         except Exception:  # like a failed EventBridge target: logged, not raised
             traceback.print_exc()
+
+    def _follow_handover(self, arn: str, run_id: UUID, attempt: int) -> None:
+        """An execution that handed over started its successor (StartNextExecution) before
+        it succeeded: watch that one too."""
+        with self._alive:
+            if self._closed:
+                return
+            output = self._sfn.describe_execution(executionArn=arn).get("output") or "{}"
+        result = json.loads(output)
+        if not isinstance(result, dict) or result.get("handover") is not True:
+            return
+        name = result["next_execution"]["name"]
+        successor = self._execution_arn(name)
+        with self._lock:
+            self._successors[arn] = successor
+            self._start_watching(successor, name, run_id, attempt)
 
     def _call(self, function: str, event: dict[str, Any]) -> Any:
         context = LocalLambdaContext(

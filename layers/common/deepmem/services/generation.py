@@ -7,12 +7,18 @@ chunks being sent, so a lane costs one store round trip per batch, and every rou
 off the event loop: the LLM calls in flight never wait for the database. What a lane needs
 (the dataset, the settings) comes from the plan, through the state machine, so a lane call
 reads nothing before its first batch.
+
+Handover: the plan gives every lane a budget (batch calls, a deadline) from
+`deepmem.domain.handover`; a lane over it stops with `handover` set, and `finish` then answers
+with the next execution of the attempt (its segment, the lanes not done) instead of moving the
+run, so one execution stays far inside Step Functions' 24 h and 25,000 events.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from aws_lambda_powertools import Logger
@@ -24,6 +30,14 @@ from deepmem.domain.errors import (
     RunSourceChangedError,
     StaleWorkerError,
     TooFewPairsError,
+)
+from deepmem.domain.handover import (
+    GenerationLimits,
+    HandoverBudget,
+    RunEstimate,
+    budget_for,
+    estimate_generation,
+    require_finishable,
 )
 from deepmem.domain.models import Settings, TrainingRun
 from deepmem.domain.provenance import (
@@ -52,6 +66,7 @@ class LaneSetup(BaseModel):
 
     dataset: str
     settings: Settings
+    handover: HandoverBudget | None = None  # None: an older plan, no budget
 
 
 class Plan(BaseModel):
@@ -59,10 +74,23 @@ class Plan(BaseModel):
 
     run_id: UUID
     attempt: int
+    segment: int = 0
     total_chunks: int
     lanes: list[Lane]
     max_concurrency: int
     setup: LaneSetup
+    estimate: RunEstimate | None = None  # made by the first execution of an attempt
+
+
+class Handover(BaseModel):
+    """`finish` of an execution whose lanes are not all done: what the next one continues."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: UUID
+    attempt: int
+    segment: int
+    lanes: list[Lane]
 
 
 class LaneProgress(BaseModel):
@@ -78,6 +106,7 @@ class LaneProgress(BaseModel):
     retries: int
     tokens_used: int
     setup: LaneSetup
+    handover: bool = False
 
 
 class GenerationService:
@@ -90,6 +119,8 @@ class GenerationService:
         generator_choice: Callable[[Settings], GeneratorChoice] | None = None,
         embedding_model_of: Callable[[str], str | None] | None = None,
         max_failed_chunks: int = DEFAULT_MAX_FAILED_CHUNKS,
+        limits: GenerationLimits | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._chunk_source_for = chunk_source_for
@@ -97,34 +128,52 @@ class GenerationService:
         self._generator_choice = generator_choice or _unnamed_generator
         self._embedding_model_of = embedding_model_of or _nothing_recorded
         self._max_failed_chunks = max_failed_chunks
+        self._limits = limits or GenerationLimits()
+        self._clock = clock
 
-    def plan(self, run_id: UUID, attempt: int | None = None) -> Plan:
+    def plan(
+        self,
+        run_id: UUID,
+        attempt: int | None = None,
+        segment: int = 0,
+        lanes: Sequence[Lane] | None = None,
+    ) -> Plan:
         """`attempt`: the execution's (the state machine always gives it); None = the run's
-        current one, for a caller with no execution."""
+        current one, for a caller with no execution. The first execution of an attempt counts
+        the chunks, records the run's source, estimates the run (recorded on it;
+        UnfinishableRunError when it cannot finish) and splits the lanes; a later segment
+        continues the lanes its predecessor handed over."""
         run = self._generating_run(run_id, attempt)
         settings = self._store.get_settings()
-        source = self._chunk_source_for(run.dataset)
-        forget = getattr(source, "close", None)
-        if forget is not None:
-            forget()  # a warm process kept it open: the plan must see the dataset as it is now
-        available = source.count()
-        if available == 0:
-            raise DatasetError(f"dataset {run.dataset} has no chunks to generate questions for")
-        self._record_source(run, settings, source)
-        total = min(available, settings.max_chunks_per_run or available)
-        self._store.set_total_chunks(run_id, total, attempt=run.attempt)
-        lanes = split_into_lanes(total, settings.lanes)
+        estimate = None
+        if lanes is None:
+            total = self._count(run, settings)
+            estimate = estimate_generation(total, settings, self._limits)
+            self._store.set_total_chunks(
+                run_id, total, attempt=run.attempt, estimate=estimate.model_dump(mode="json")
+            )
+            require_finishable(estimate)
+            lanes = split_into_lanes(total, settings.lanes)
+        else:
+            total = run.total_chunks
+            lanes = [lane.model_copy(update={"calls": 0}) for lane in lanes if not lane.done]
         logger.info(
             "planned generation",
-            extra={"total_chunks": total, "lanes": len(lanes), "available_chunks": available},
+            extra={"total_chunks": total, "lanes": len(lanes), "segment": segment},
         )
         return Plan(
             run_id=run_id,
             attempt=run.attempt,
+            segment=segment,
             total_chunks=total,
-            lanes=lanes,
+            lanes=list(lanes),
             max_concurrency=settings.lanes,
-            setup=LaneSetup(dataset=run.dataset, settings=settings),
+            setup=LaneSetup(
+                dataset=run.dataset,
+                settings=settings,
+                handover=budget_for(len(lanes), self._limits, self._clock()),
+            ),
+            estimate=estimate,
         )
 
     def batch(
@@ -175,7 +224,13 @@ class GenerationService:
             await stream.close()
         stream.raise_failure()
         assert stream.run is not None  # drain made a round trip, or raised
-        lane = lane.model_copy(update={"cursor": cursor})
+        lane = lane.model_copy(update={"cursor": cursor, "calls": lane.calls + 1})
+        budget = setup.handover
+        handover = (
+            budget is not None
+            and not lane.done
+            and (lane.calls >= budget.calls_per_lane or self._clock() >= budget.deadline)
+        )
         logger.info(
             "lane progress",
             extra={
@@ -193,6 +248,7 @@ class GenerationService:
             lane=lane,
             done=lane.done,
             setup=setup,
+            handover=handover,
             **stream.tally.__dict__,
         )
 
@@ -210,6 +266,7 @@ class GenerationService:
         batches unless the store is slower than a batch of LLM calls."""
         size = setup.settings.batch_size
         dataset = setup.dataset
+        deadline = setup.handover.deadline if setup.handover else None
         cursor = lane.cursor
         ahead: asyncio.Task[NextBatch | None] | None = None
         if cursor < lane.stop:
@@ -224,6 +281,8 @@ class GenerationService:
                     break
                 if remaining_ms is not None and remaining_ms() < stream.margin_ms():
                     break
+                if deadline is not None and cursor > lane.cursor and self._clock() >= deadline:
+                    break  # the execution hands over; at least one batch was sent
                 if batch.stop < lane.stop:
                     ahead = asyncio.create_task(
                         stream.look_ahead(
@@ -242,6 +301,18 @@ class GenerationService:
                 await asyncio.wait({ahead})
         return cursor
 
+    def _count(self, run: TrainingRun, settings: Settings) -> int:
+        """(Re)open the dataset, record what the pairs come from, and cap the count."""
+        source = self._chunk_source_for(run.dataset)
+        forget = getattr(source, "close", None)
+        if forget is not None:
+            forget()  # a warm process kept it open: the plan must see the dataset as it is now
+        available = source.count()
+        if available == 0:
+            raise DatasetError(f"dataset {run.dataset} has no chunks to generate questions for")
+        self._record_source(run, settings, source)
+        return min(available, settings.max_chunks_per_run or available)
+
     def _record_source(self, run: TrainingRun, settings: Settings, source: ChunkSource) -> None:
         """Record what the pairs come from on the run's first plan; refuse any later plan (a
         proceed) over another dataset or generator: its pairs would mix both."""
@@ -257,11 +328,26 @@ class GenerationService:
         if mismatch is not None:
             raise RunSourceChangedError(run.id, run.status, mismatch)
 
-    def finish(self, run_id: UUID, attempt: int | None = None) -> TrainingRun:
-        """Every chunk processed → `generated` (the database refuses it otherwise), by
-        compare-and-set at the execution's `attempt` (StaleWorkerError for another attempt),
-        when the run holds the pairs training needs; TooFewPairsError (the run fails, and stays
-        resumable: a proceed asks about its rejected chunks again) otherwise."""
+    def finish(
+        self,
+        run_id: UUID,
+        attempt: int | None = None,
+        lanes: Sequence[Lane] | None = None,
+        segment: int = 0,
+    ) -> TrainingRun | Handover:
+        """A lane not done (it handed over): the next segment continues it (a Handover).
+        Every lane done: every chunk processed → `generated` (the database refuses it
+        otherwise), by compare-and-set at the execution's `attempt` (StaleWorkerError for
+        another attempt), when the run holds the pairs training needs; TooFewPairsError (the
+        run fails, and stays resumable: a proceed asks about its rejected chunks again)
+        otherwise."""
+        undone = [lane for lane in lanes or () if not lane.done]
+        if undone:
+            run = self._generating_run(run_id, attempt)
+            logger.info(
+                "generation hands over", extra={"segment": segment + 1, "lanes": len(undone)}
+            )
+            return Handover(run_id=run_id, attempt=run.attempt, segment=segment + 1, lanes=undone)
         run = self._store.get_run(run_id)
         attempt = attempt if attempt is not None else run.attempt
         if run.status == RunStatus.GENERATING and run.processed_chunks >= run.total_chunks:

@@ -26,6 +26,7 @@ from deepmem.domain.errors import (
     WorkflowError,
 )
 from deepmem.domain.executions import execution_name
+from deepmem.domain.handover import GenerationLimits, estimate_generation, require_finishable
 from deepmem.domain.models import (
     DeleteOutcome,
     Settings,
@@ -110,6 +111,7 @@ class RunService:
         workflow: Workflow,
         dataset: str,
         *,
+        limits: GenerationLimits | None = None,
         generator_choice: Callable[[Settings], GeneratorChoice] = _any_generator,
         dataset_present: Callable[[str], bool] = _always_present,
         dataset_fingerprint: Callable[[str], str | None] = _unknown,
@@ -125,6 +127,7 @@ class RunService:
         self._dataset_present = dataset_present
         self._dataset_fingerprint = dataset_fingerprint
         self._embedding_model_of = embedding_model_of
+        self.limits = limits or GenerationLimits()
 
     # starting executions
 
@@ -289,6 +292,10 @@ class RunService:
                 f"trainer '{settings.trainer}' is not available for dataset {self.dataset!r}: "
                 "Deep Memory needs a hub:// dataset"
             )
+        # The largest run these settings allow must be able to finish (the plan checks each
+        # run's own chunk count again). Without a cap, only what no chunk count changes.
+        largest = settings.max_chunks_per_run or settings.lanes
+        require_finishable(estimate_generation(largest, settings, self.limits))
         return self._view(self.store.update_settings(settings))
 
     def _view(self, settings: Settings) -> SettingsView:

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -112,13 +112,25 @@ class TrainingService:
             raise StaleWorkerError(run_id, run.status, run.attempt, attempt)
         return run
 
-    def all_pairs(self, run_id: UUID) -> list[TrainingPair]:
-        pairs: list[TrainingPair] = []
+    def pair_pages(self, run_id: UUID, page_size: int = PAIR_PAGE) -> Iterator[list[TrainingPair]]:
+        """The run's pairs in id order, a keyset page at a time (`(run_id, id) > last`): each
+        page costs the same wherever it is in the run, never an OFFSET scan."""
+        after = 0
         while True:
-            page = self.store.list_pairs(run_id, limit=PAIR_PAGE, offset=len(pairs))
-            pairs.extend(page)
-            if len(page) < PAIR_PAGE:
-                return pairs
+            page = self.store.pairs_after(run_id, after=after, limit=page_size)
+            if page:
+                yield page
+                after = page[-1].id
+            if len(page) < page_size:
+                return
+
+    def all_pairs(self, run_id: UUID) -> list[TrainingPair]:
+        return list(self.iter_pairs(run_id))
+
+    def iter_pairs(self, run_id: UUID) -> Iterator[TrainingPair]:
+        """The run's pairs, a page in memory at a time."""
+        for page in self.pair_pages(run_id):
+            yield from page
 
     def submit(self, run_id: UUID, attempt: int | None = None) -> TrainingStep:
         run = self._training_run(run_id, attempt)
@@ -136,7 +148,7 @@ class TrainingService:
                     wait_seconds=suggest_wait(kind, status.state, 0),
                     reused=True,
                 )
-        job_id = trainer.submit(run, self.all_pairs(run.id))
+        job_id = trainer.submit(run, self.iter_pairs(run.id))
         self.store.set_training_job(run.id, job_id, attempt=run.attempt)
         return TrainingStep(
             run_id=run.id,

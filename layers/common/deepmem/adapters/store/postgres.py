@@ -75,4 +75,4 @@ class PostgresStore(RpcRunStore):
         return [row["value"] for row in rows]
 
 
-_JSON_PARAMS = frozenset({"p_chunks", "p_metrics", "p_settings"})
+_JSON_PARAMS = frozenset({"p_chunks", "p_metrics", "p_settings", "p_estimate"})

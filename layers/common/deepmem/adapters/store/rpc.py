@@ -124,10 +124,22 @@ class RpcRunStore(ABC):
         )
         return TrainingRun.model_validate(rows[0]) if rows else None
 
-    def set_total_chunks(self, run_id: UUID, total_chunks: int, *, attempt: int) -> TrainingRun:
+    def set_total_chunks(
+        self,
+        run_id: UUID,
+        total_chunks: int,
+        *,
+        attempt: int,
+        estimate: dict[str, Any] | None = None,
+    ) -> TrainingRun:
         return self._one(
-            "set_training_run_total",
-            {"p_run_id": str(run_id), "p_total_chunks": total_chunks, "p_attempt": attempt},
+            "set_training_run_plan",
+            {
+                "p_run_id": str(run_id),
+                "p_total_chunks": total_chunks,
+                "p_attempt": attempt,
+                "p_estimate": estimate,
+            },
             run_id,
             RunStatus.GENERATING,
             attempt,
@@ -212,6 +224,13 @@ class RpcRunStore(ABC):
         rows = self._call_rows(
             "list_training_pairs",
             {"p_run_id": str(run_id), "p_limit": limit, "p_offset": offset},
+        )
+        return [TrainingPair.model_validate(row) for row in rows]
+
+    def pairs_after(self, run_id: UUID, after: int = 0, limit: int = 1000) -> list[TrainingPair]:
+        rows = self._call_rows(
+            "list_training_pairs_after",
+            {"p_run_id": str(run_id), "p_after": after, "p_limit": limit},
         )
         return [TrainingPair.model_validate(row) for row in rows]
 

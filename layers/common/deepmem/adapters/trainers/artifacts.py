@@ -69,6 +69,14 @@ class ArtifactStore(Protocol):
 
     def latest_job_id(self) -> str | None: ...
 
+    def put_blob(self, job_id: str, name: str, data: bytes) -> None:
+        """A job's working file (embedding shards, checkpoints), written whole or not at all."""
+        ...
+
+    def get_blob(self, job_id: str, name: str) -> bytes | None:
+        """A working file of the job, or None when it was never written."""
+        ...
+
 
 def latest_adapter(store: ArtifactStore) -> np.ndarray | None:
     """The matrix of the latest adapter trained, or None when none was (or it is gone)."""
@@ -153,6 +161,22 @@ class LocalArtifactStore:
         except (OSError, ValueError, KeyError) as exc:
             raise ArtifactStoreError(f"cannot read adapter of job {job_id}: {exc}") from exc
 
+    def put_blob(self, job_id: str, name: str, data: bytes) -> None:
+        path = self.root / _check_job_id(job_id) / "work" / _check_job_id(name)
+        try:
+            self._write_atomic(path, data)
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot write {path}: {exc}") from exc
+
+    def get_blob(self, job_id: str, name: str) -> bytes | None:
+        path = self.root / _check_job_id(job_id) / "work" / _check_job_id(name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot read {path}: {exc}") from exc
+
     def latest_job_id(self) -> str | None:
         try:
             return str(json.loads((self.root / LATEST_FILE).read_text())["job_id"])
@@ -230,6 +254,26 @@ class S3ArtifactStore:
             return str(json.loads(self._get(self._key(LATEST_FILE)))["job_id"])
         except ArtifactNotFoundError:
             return None
+
+    def put_blob(self, job_id: str, name: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._key(_check_job_id(job_id), "work", _check_job_id(name))
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            raise ArtifactStoreError(f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
+
+    def get_blob(self, job_id: str, name: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError
+
+        key = self._key(_check_job_id(job_id), "work", _check_job_id(name))
+        try:
+            return self._get(key)
+        except ArtifactNotFoundError:
+            return None
+        except BotoCoreError as exc:
+            raise ArtifactStoreError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
 
 
 def artifact_store_for(location: str, s3_client: S3Client | None = None) -> ArtifactStore:

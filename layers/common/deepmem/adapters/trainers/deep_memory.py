@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -333,7 +333,8 @@ class DeepMemoryTrainer:
 
     # -- Trainer ---------------------------------------------------------------------------
 
-    def submit(self, run: TrainingRun, pairs: Sequence[TrainingPair]) -> str:
+    def submit(self, run: TrainingRun, pairs: Iterable[TrainingPair]) -> str:
+        pairs = list(pairs)  # Deep Memory's train() takes every query in one call
         queries, relevance = build_training_data(pairs)
         if len(queries) < self.min_questions:
             raise NotEnoughPairsError(

@@ -8,7 +8,7 @@ never has to be re-embedded and the adapter can be dropped at any time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from deepmem.adapters.dataset.corpus import Corpus, embed_questions, load_corpus
@@ -20,10 +20,11 @@ from deepmem.adapters.trainers.adapter_maths import (
     train_adapter,
 )
 from deepmem.domain.errors import DatasetError, NotEnoughPairsError
-from deepmem.domain.trainers import adapter_job_id
+from deepmem.domain.trainers import ADAPTER_JOB_PREFIX, adapter_job_id
 from deepmem.ports import JobState, JobStatus
 
 if TYPE_CHECKING:
+    from deepmem.adapters.trainers.adapter_job import PairPages, StreamConfig, StreamedAdapterJob
     from deepmem.adapters.trainers.artifacts import ArtifactStore
     from deepmem.domain.models import TrainingPair, TrainingRun
     from deepmem.ports import Embedder
@@ -59,6 +60,9 @@ def train_on_pairs(
     return AdapterResult(matrix=result.matrix, metrics=metrics)
 
 
+_CORPUS_CACHE: dict[str, Corpus] = {}
+
+
 # --- the Trainer port --------------------------------------------------------------------
 
 
@@ -66,7 +70,13 @@ class QueryAdapterTrainer:
     """Trainer port over the query adapter: `submit` trains synchronously (seconds) and
     stores the artifact; `check` reads it back. The job id is `adapter-<run id>-<attempt>`,
     so a proceed (a new attempt) trains afresh while a retried submit of the same attempt
-    finds its artifact and does nothing twice."""
+    finds its artifact and does nothing twice.
+
+    A run of more than `stream_above` pairs, given a keyset reader of its pairs (`pairs`),
+    trains as a `StreamedAdapterJob` instead: `submit` and then every `check` work for
+    `seconds_per_call` and checkpoint in the artifact store, and `check` answers `training`
+    until the job is done, so the state machine's submit → wait → check loop carries it
+    across as many invocations as it needs, in memory independent of the pair count."""
 
     def __init__(
         self,
@@ -76,14 +86,45 @@ class QueryAdapterTrainer:
         *,
         token: str | None = None,
         config: AdapterConfig | None = None,
+        pairs: PairPages | None = None,
+        stream_above: int = 200_000,
+        seconds_per_call: float = 600.0,
+        stream_config: StreamConfig | None = None,
     ) -> None:
         self.dataset_path = dataset_path
         self.embedder = embedder
         self.artifacts = artifacts
         self.token = token
         self.config = config or AdapterConfig()
+        self.pairs = pairs
+        self.stream_above = stream_above
+        self.seconds_per_call = seconds_per_call
+        self.stream_config = stream_config
 
-    def submit(self, run: TrainingRun, pairs: Sequence[TrainingPair]) -> str:
+    def _corpus(self) -> Corpus:
+        """The dataset's corpus, kept for the next invocation of a warm function: a streamed
+        job reads it on every call, and only the latest dataset is kept."""
+        cached = _CORPUS_CACHE.get(self.dataset_path)
+        if cached is None:
+            _CORPUS_CACHE.clear()
+            cached = _CORPUS_CACHE[self.dataset_path] = load_corpus(self.dataset_path, self.token)
+        return cached
+
+    def _job(self, job_id: str, run_id: str) -> StreamedAdapterJob:
+        from deepmem.adapters.trainers.adapter_job import StreamedAdapterJob
+
+        assert self.pairs is not None
+        return StreamedAdapterJob(
+            job_id,
+            run_id,
+            self.artifacts,
+            embedder=self.embedder,
+            corpus=self._corpus,
+            pairs=self.pairs,
+            config=self.stream_config,
+        )
+
+    def submit(self, run: TrainingRun, pairs: Iterable[TrainingPair]) -> str:
         from deepmem.adapters.trainers.artifacts import AdapterArtifact, ArtifactNotFoundError
 
         job_id = adapter_job_id(run.id, run.attempt)
@@ -92,6 +133,9 @@ class QueryAdapterTrainer:
             return job_id  # this attempt already trained: a retried call must not redo it
         except ArtifactNotFoundError:
             pass
+        if self.pairs is not None and run.pair_count > self.stream_above:
+            self._job(job_id, str(run.id)).run(self.seconds_per_call)
+            return job_id
         corpus = load_corpus(self.dataset_path, self.token)
         result = train_on_pairs(
             [(p.question, p.chunk_id) for p in pairs], corpus, self.embedder, self.config
@@ -114,7 +158,10 @@ class QueryAdapterTrainer:
         try:
             artifact = self.artifacts.load(job_id)
         except ArtifactNotFoundError:
-            # submit is synchronous: no artifact means the job never finished.
+            status = self._continue(job_id)
+            if status is not None:
+                return status
+            # submit is synchronous: no artifact and no streamed job: it never finished.
             return JobStatus(
                 state=JobState.FAILED,
                 error=f"no query adapter artifact for job {job_id}: it never completed",
@@ -124,3 +171,16 @@ class QueryAdapterTrainer:
             progress={"epochs": artifact.metrics.get("epochs")},
             metrics=artifact.metrics,
         )
+
+    def _continue(self, job_id: str) -> JobStatus | None:
+        """A streamed job's next slice of work; None when there is no such job."""
+        if self.pairs is None:
+            return None
+        run_id = job_id.removeprefix(ADAPTER_JOB_PREFIX).rsplit("-", 1)[0]
+        job = self._job(job_id, run_id)
+        if job.progress() is None:
+            return None
+        status = job.run(self.seconds_per_call)
+        if status.state is JobState.COMPLETED:
+            return self.check(job_id)
+        return status

@@ -21,7 +21,9 @@ class StepFunctionsWorkflow:
     """Start, stop and describe the executions of the deployed state machine.
 
     Executions are named `<run>-<phase>-<attempt>`, so Step Functions itself refuses a
-    second execution of the same attempt: a duplicate start returns the existing one.
+    second execution of the same attempt: a duplicate start returns the existing one. A long
+    generation continues in `<run>-<phase>-<attempt>-<n>` (started by the state machine itself,
+    before its predecessor ends): `describe` and `stop` act on the latest of that chain.
     """
 
     def __init__(self, client: SFNClient | None = None, state_machine_arn: str = "") -> None:
@@ -57,14 +59,26 @@ class StepFunctionsWorkflow:
         return Execution(name=name, arn=arn, state=ExecutionState.RUNNING)
 
     def stop(self, run_id: UUID, phase: Phase, attempt: int, cause: str) -> None:
-        arn = self.execution_arn(execution_name(run_id, phase, attempt))
+        latest = self.describe(run_id, phase, attempt)
+        arn = latest.arn if latest else self.execution_arn(execution_name(run_id, phase, attempt))
         try:
             self._client.stop_execution(executionArn=arn, error="Cancelled", cause=cause[:32768])
         except (ClientError, BotoCoreError) as exc:
             raise WorkflowError(f"cannot stop execution {arn}: {_message(exc)}") from exc
 
     def describe(self, run_id: UUID, phase: Phase, attempt: int) -> Execution | None:
-        return self.describe_arn(self.execution_arn(execution_name(run_id, phase, attempt)))
+        """The latest execution of the attempt: only one that succeeded can have handed over,
+        and it started its successor before it ended, so the chain has no gap."""
+        latest = self.describe_arn(self.execution_arn(execution_name(run_id, phase, attempt)))
+        segment = 0
+        while latest is not None and latest.state is ExecutionState.SUCCEEDED:
+            segment += 1
+            name = execution_name(run_id, phase, attempt, segment)
+            following = self.describe_arn(self.execution_arn(name))
+            if following is None:
+                break
+            latest = following
+        return latest
 
     def execution_arn(self, name: str) -> str:
         """Executions of a standard state machine have ARNs derived from its own."""

@@ -1,0 +1,389 @@
+"""The query adapter for a run too large for one invocation or for one function's memory.
+
+A job in stages, each resumable from the artifact store (the job's working files), run for a
+time budget per invocation (`submit`, then every `check` of the state machine's loop):
+1. embed: the run's pairs by keyset, `shard_pairs` at a time; a shard's questions are grouped
+   (a question asked of several chunks in the shard has them all as positives), embedded in
+   batches and written as one file with the keyset position in the checkpoint, so a continued
+   or retried job never embeds a page twice. A bounded held-out set: a question whose stable
+   hash falls in the holdout share is held out while fewer than `heldout_max` are.
+2. train: epochs over the shards, minibatches with `corpus_negatives` corpus rows drawn per
+   batch (the loss and Adam of `adapter_maths`), a checkpoint (W, Adam, best W, position)
+   after each shard. The held-out loss, after each epoch, is over a fixed candidate set (the
+   held-out positives and `heldout_candidates` corpus rows drawn once): deterministic, and
+   bounded whatever the corpus size. Early stopping as in `adapter_maths`.
+3. done: the best map saved as the job's artifact, with held-out recall before and after.
+
+Memory, none of it growing with the pair count: the corpus (chunks x d x 4 B), one shard
+(`shard_pairs` x d x 4 B), W, Adam and the best W (4 x d^2 x 4 B), the held-out set
+(`heldout_max` x d x 4 B) and a block's scores (`SCORE_BLOCK` x chunks x 4 B for recall,
+`batch_size` x candidates x 4 B for the loss).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from deepmem.adapters.dataset.corpus import Corpus, embed_questions
+from deepmem.adapters.trainers.adapter_maths import (
+    QuestionSet,
+    _Adam,
+    _loss_and_grad,
+    _negative_candidates,
+    apply_adapter,
+    recall_at_k,
+)
+from deepmem.adapters.trainers.artifacts import AdapterArtifact
+from deepmem.domain.errors import NotEnoughPairsError
+from deepmem.ports import JobState, JobStatus
+
+if TYPE_CHECKING:
+    from deepmem.adapters.trainers.artifacts import ArtifactStore
+    from deepmem.domain.models import TrainingPair
+    from deepmem.ports import Embedder
+
+#: (after id, limit) -> the run's next pairs by keyset.
+PairPages = Callable[[int, int], Sequence["TrainingPair"]]
+SCORE_BLOCK = 64  # held-out queries scored against the whole corpus at a time (recall)
+STATE = "state.json"
+MATRICES = "matrices.npz"
+HELDOUT = "heldout.npz"
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    shard_pairs: int = 20_000
+    heldout_max: int = 2_048
+    heldout_candidates: int = 4_096
+    holdout: float = 0.05
+    seed: int = 0
+    temperature: float = 0.05
+    l2_to_identity: float = 1e-2
+    learning_rate: float = 2e-3
+    batch_size: int = 128
+    corpus_negatives: int = 512
+    max_epochs: int = 10
+    patience: int = 2
+    min_questions: int = 10
+
+
+@dataclass
+class JobProgress:
+    """The checkpoint: where the job is, saved after every unit of work."""
+
+    stage: str = "embed"
+    after: int = 0
+    shards: int = 0
+    pairs: int = 0
+    pairs_dropped: int = 0
+    train_questions: int = 0
+    heldout_questions: int = 0
+    epoch: int = 0
+    next_shard: int = 0
+    best_loss: float | None = None
+    best_epoch: int = 0
+    stale: int = 0
+    adam_step: int = 0
+    history: list[float] = field(default_factory=list)
+    invocations: int = 0
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def _load_npz(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data)) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def _pack(questions: QuestionSet) -> bytes:
+    offsets = np.cumsum([0] + [len(p) for p in questions.positives]).astype(np.int64)
+    flat = np.array([r for p in questions.positives for r in p], dtype=np.int64)
+    return _npz(embeddings=questions.embeddings, offsets=offsets, positives=flat)
+
+
+def _unpack(data: bytes) -> QuestionSet:
+    arrays = _load_npz(data)
+    offsets, flat = arrays["offsets"], arrays["positives"]
+    positives = [flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+    return QuestionSet(arrays["embeddings"].astype(np.float32), positives)
+
+
+def _held_out(question: str, share: float) -> bool:
+    digest = hashlib.sha256(question.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
+
+
+class StreamedAdapterJob:
+    def __init__(
+        self,
+        job_id: str,
+        run_id: str,
+        artifacts: ArtifactStore,
+        *,
+        embedder: Embedder,
+        corpus: Callable[[], Corpus],
+        pairs: PairPages,
+        config: StreamConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.job_id = job_id
+        self.run_id = run_id
+        self.artifacts = artifacts
+        self.embedder = embedder
+        self._corpus_loader = corpus
+        self._corpus: Corpus | None = None
+        self.pairs = pairs
+        self.config = config or StreamConfig()
+        self.clock = clock
+
+    @property
+    def corpus(self) -> Corpus:
+        if self._corpus is None:
+            self._corpus = self._corpus_loader()
+        return self._corpus
+
+    def progress(self) -> JobProgress | None:
+        data = self.artifacts.get_blob(self.job_id, STATE)
+        return None if data is None else JobProgress(**json.loads(data))
+
+    def _save(self, progress: JobProgress) -> None:
+        self.artifacts.put_blob(self.job_id, STATE, json.dumps(progress.__dict__).encode())
+
+    def run(self, seconds: float) -> JobStatus:
+        """Work for about `seconds` (at least one unit), checkpointing; say where it is."""
+        deadline = self.clock() + seconds
+        progress = self.progress() or JobProgress()
+        progress.invocations += 1
+        while progress.stage != "done":
+            if progress.stage == "embed":
+                self._embed_shard(progress)
+            else:
+                self._train_shard(progress)
+            self._save(progress)
+            if self.clock() >= deadline:
+                break
+        if progress.stage == "done":
+            return JobStatus(state=JobState.COMPLETED, progress=progress.__dict__)
+        return JobStatus(state=JobState.TRAINING, progress=progress.__dict__)
+
+    # -- embed --------------------------------------------------------------------------
+
+    def _embed_shard(self, progress: JobProgress) -> None:
+        page = self.pairs(progress.after, self.config.shard_pairs)
+        if not page:
+            self._start_training(progress)
+            return
+        rows_by_question: dict[str, list[int]] = {}
+        for pair in page:
+            row = self.corpus.index.get(pair.chunk_id)
+            if row is None:
+                progress.pairs_dropped += 1
+                continue
+            rows = rows_by_question.setdefault(pair.question.strip(), [])
+            if row not in rows:
+                rows.append(row)
+        held = self._held_out_set()
+        train_q: list[str] = []
+        held_q: list[str] = []
+        for question in rows_by_question:
+            room = len(held) + len(held_q) < self.config.heldout_max
+            if room and _held_out(question, self.config.holdout):
+                held_q.append(question)
+            else:
+                train_q.append(question)
+        if held_q:
+            added = QuestionSet(
+                embed_questions(self.embedder, held_q), [rows_by_question[q] for q in held_q]
+            )
+            held = _concat(held, added)
+            self.artifacts.put_blob(self.job_id, HELDOUT, _pack(held))
+        shard = QuestionSet(
+            embed_questions(self.embedder, train_q), [rows_by_question[q] for q in train_q]
+        )
+        self.artifacts.put_blob(self.job_id, f"shard-{progress.shards}.npz", _pack(shard))
+        progress.shards += 1
+        progress.after = page[-1].id
+        progress.pairs += len(page)
+        progress.train_questions += len(train_q)
+        progress.heldout_questions = len(held)
+
+    def _held_out_set(self) -> QuestionSet:
+        data = self.artifacts.get_blob(self.job_id, HELDOUT)
+        if data is None:
+            return QuestionSet(np.zeros((0, self.corpus.dimension), dtype=np.float32), [])
+        return _unpack(data)
+
+    def _start_training(self, progress: JobProgress) -> None:
+        if progress.train_questions < self.config.min_questions or not progress.heldout_questions:
+            raise NotEnoughPairsError(
+                f"the query adapter needs at least {self.config.min_questions} distinct "
+                f"questions whose chunks are in the dataset, some held out; got "
+                f"{progress.train_questions} to train on and {progress.heldout_questions} held out"
+            )
+        dim = self.corpus.dimension
+        identity = np.eye(dim, dtype=np.float32)
+        zeros = np.zeros_like(identity)
+        progress.best_loss = self._heldout_loss(identity)
+        progress.history.append(round(progress.best_loss, 5))
+        self._save_matrices(identity, zeros, zeros.copy(), identity.copy())
+        progress.stage = "train"
+        progress.epoch = 1
+
+    # -- train --------------------------------------------------------------------------
+
+    def _train_shard(self, progress: JobProgress) -> None:
+        cfg = self.config
+        matrix, m1, m2, best = self._load_matrices()
+        adam = _Adam(cfg.learning_rate, m1, m2, step=progress.adam_step)
+        data = self.artifacts.get_blob(self.job_id, f"shard-{progress.next_shard}.npz")
+        assert data is not None, f"shard {progress.next_shard} of job {self.job_id} is missing"
+        shard = _unpack(data)
+        corpus = self.corpus.embeddings
+        rng = np.random.default_rng([cfg.seed, progress.epoch, progress.next_shard])
+        order = rng.permutation(len(shard))
+        for start in range(0, len(shard), cfg.batch_size):
+            batch = shard.subset(order[start : start + cfg.batch_size].tolist())
+            candidates = _negative_candidates(batch, corpus.shape[0], cfg.corpus_negatives, rng)
+            _, grad = _loss_and_grad(
+                matrix,
+                batch.embeddings,
+                batch.positives,
+                corpus,
+                candidates=candidates,
+                temperature=cfg.temperature,
+                l2_to_identity=cfg.l2_to_identity,
+            )
+            assert grad is not None
+            matrix = adam.update(matrix, grad)
+        progress.adam_step = adam.step
+        progress.next_shard += 1
+        if progress.next_shard >= progress.shards:
+            best = self._end_epoch(progress, matrix, best)
+        self._save_matrices(matrix, adam.m1, adam.m2, best)
+        if progress.stage == "done":
+            self._save_artifact(progress, best)
+
+    def _end_epoch(self, progress: JobProgress, matrix: np.ndarray, best: np.ndarray) -> np.ndarray:
+        loss = self._heldout_loss(matrix)
+        progress.history.append(round(loss, 5))
+        assert progress.best_loss is not None
+        if loss < progress.best_loss - 1e-6:
+            best, progress.best_loss, progress.best_epoch, progress.stale = (
+                matrix.copy(),
+                loss,
+                progress.epoch,
+                0,
+            )
+        else:
+            progress.stale += 1
+        if progress.stale >= self.config.patience or progress.epoch >= self.config.max_epochs:
+            progress.stage = "done"
+        else:
+            progress.epoch += 1
+            progress.next_shard = 0
+        return best
+
+    def _heldout_loss(self, matrix: np.ndarray) -> float:
+        held = self._held_out_set()
+        corpus = self.corpus.embeddings
+        rng = np.random.default_rng([self.config.seed, 7919])
+        drawn = rng.choice(
+            corpus.shape[0],
+            size=min(self.config.heldout_candidates, corpus.shape[0]),
+            replace=False,
+        )
+        rows = {r for p in held.positives for r in p} | set(drawn.tolist())
+        candidates = np.array(sorted(rows), dtype=np.int64)
+        total = 0.0
+        for start in range(0, len(held), 256):
+            block = held.subset(range(start, min(len(held), start + 256)))
+            loss, _ = _loss_and_grad(
+                matrix,
+                block.embeddings,
+                block.positives,
+                corpus,
+                candidates=candidates,
+                temperature=self.config.temperature,
+                l2_to_identity=0.0,
+                with_grad=False,
+            )
+            total += loss * len(block)
+        return total / len(held)
+
+    def _save_matrices(self, *matrices: np.ndarray) -> None:
+        names = ("matrix", "m1", "m2", "best")
+        arrays = dict(zip(names, matrices, strict=True))
+        self.artifacts.put_blob(self.job_id, MATRICES, _npz(**arrays))
+
+    def _load_matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        data = self.artifacts.get_blob(self.job_id, MATRICES)
+        assert data is not None, f"job {self.job_id} has no matrices"
+        arrays = _load_npz(data)
+        return arrays["matrix"], arrays["m1"], arrays["m2"], arrays["best"]
+
+    # -- done ---------------------------------------------------------------------------
+
+    def _save_artifact(self, progress: JobProgress, best: np.ndarray) -> None:
+        held = self._held_out_set()
+        corpus = self.corpus.embeddings
+        before = _blocked_recall(held.embeddings, held.positives, corpus)
+        after = _blocked_recall(apply_adapter(best, held.embeddings), held.positives, corpus)
+        metrics: dict[str, Any] = {
+            "trainer": "query_adapter",
+            "streamed": True,
+            "pairs": progress.pairs,
+            "pairs_dropped": progress.pairs_dropped,
+            "train_questions": progress.train_questions,
+            "heldout_questions": len(held),
+            "corpus_size": corpus.shape[0],
+            "dimension": corpus.shape[1],
+            "epochs": progress.epoch,
+            "best_epoch": progress.best_epoch,
+            "heldout_loss_before": progress.history[0],
+            "heldout_loss_after": round(progress.best_loss or 0.0, 5),
+            "recall_before": {k: round(v, 4) for k, v in before.items()},
+            "recall_after": {k: round(v, 4) for k, v in after.items()},
+            "invocations": progress.invocations,
+            "embedding_model": self.embedder.model_name,
+            "job_id": self.job_id,
+        }
+        self.artifacts.save(
+            AdapterArtifact(
+                job_id=self.job_id,
+                run_id=self.run_id,
+                matrix=best,
+                embedding_model=self.embedder.model_name,
+                dimension=corpus.shape[1],
+                metrics=metrics,
+            )
+        )
+
+
+def _concat(a: QuestionSet, b: QuestionSet) -> QuestionSet:
+    return QuestionSet(np.concatenate([a.embeddings, b.embeddings]), a.positives + b.positives)
+
+
+def _blocked_recall(
+    queries: np.ndarray, positives: Sequence[Sequence[int]], corpus: np.ndarray
+) -> dict[str, float]:
+    """`recall_at_k` over `SCORE_BLOCK` queries at a time, so the scores stay small."""
+    totals: dict[str, float] = {}
+    for start in range(0, len(positives), SCORE_BLOCK):
+        part = recall_at_k(
+            queries[start : start + SCORE_BLOCK], positives[start : start + SCORE_BLOCK], corpus
+        )
+        for key, value in part.items():
+            totals[key] = totals.get(key, 0.0) + value * len(positives[start : start + SCORE_BLOCK])
+    return {key: value / max(1, len(positives)) for key, value in totals.items()}
