@@ -37,7 +37,7 @@ from deepmem.adapters.trainers.adapter_maths import (
     QuestionSet,
     _Adam,
     _loss_and_grad,
-    _negative_candidates,
+    _train_epoch,
     apply_adapter,
     recall_at_k,
 )
@@ -252,21 +252,7 @@ class StreamedAdapterJob:
         shard = _unpack(data)
         corpus = self.corpus.embeddings
         rng = np.random.default_rng([cfg.seed, progress.epoch, progress.next_shard])
-        order = rng.permutation(len(shard))
-        for start in range(0, len(shard), cfg.batch_size):
-            batch = shard.subset(order[start : start + cfg.batch_size].tolist())
-            candidates = _negative_candidates(batch, corpus.shape[0], cfg.corpus_negatives, rng)
-            _, grad = _loss_and_grad(
-                matrix,
-                batch.embeddings,
-                batch.positives,
-                corpus,
-                candidates=candidates,
-                temperature=cfg.temperature,
-                l2_to_identity=cfg.l2_to_identity,
-            )
-            assert grad is not None
-            matrix = adam.update(matrix, grad)
+        matrix = _train_epoch(matrix, shard, corpus, cfg, adam=adam, rng=rng)
         progress.adam_step = adam.step
         progress.next_shard += 1
         if progress.next_shard >= progress.shards:

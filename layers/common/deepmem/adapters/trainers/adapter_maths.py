@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -277,11 +277,24 @@ def _negative_candidates(
     return np.array(sorted(in_batch | set(drawn.tolist())), dtype=np.int64)
 
 
+class StepSettings(Protocol):
+    """What one pass of Adam steps reads from a config (AdapterConfig, or the streamed job's)."""
+
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def corpus_negatives(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def l2_to_identity(self) -> float: ...
+
+
 def _train_epoch(
     matrix: np.ndarray,
     train: QuestionSet,
     corpus: np.ndarray,
-    config: AdapterConfig,
+    config: StepSettings,
     *,
     adam: _Adam,
     rng: np.random.Generator,
