@@ -28,7 +28,7 @@ from deepmem.dashboard.site import STATIC, VENDORED
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.models import SettingsUpdate, TrainingRun
 from deepmem.domain.status import Phase, RunStatus
-from deepmem.local.functions import load_function
+from deepmem.local.functions import task_handlers
 from deepmem.ports import GeneratedQuestions, JobState, JobStatus, QuestionGenerator, Trainer
 from deepmem.services.runs import RunService
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
@@ -104,16 +104,7 @@ def handlers(fault: DemoFault, pace: Pace) -> Any:
             runtime.store,
             wrap_trainer=lambda inner: FaultyTrainer(PacedTrainer(inner, pace), fault),
         )
-        generate_batch = load_function("generate_batch")
-        train = load_function("train")
-        record_failure = load_function("record_failure")
-        return {
-            "GenerateBatchFunction": lambda event, context: generate_batch.handle(
-                event, generation, context
-            ),
-            "TrainFunction": lambda event, context: train.handle(event, training),
-            "RecordFailureFunction": record_failure.handler,
-        }
+        return task_handlers(generation, training)
 
     return build
 

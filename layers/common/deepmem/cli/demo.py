@@ -40,7 +40,7 @@ from deepmem.domain.errors import (
 )
 from deepmem.domain.models import Settings, SettingsUpdate, TrainingRun
 from deepmem.domain.status import PROCEED_TARGETS, Phase, RunStatus, done_status, failed_status
-from deepmem.local.functions import load_function
+from deepmem.local.functions import task_handlers
 from deepmem.ports import GeneratedQuestions, JobState, JobStatus, QuestionGenerator, Trainer
 
 DEMO_SETTINGS = SettingsUpdate(
@@ -120,16 +120,7 @@ def demo_handlers(fault: DemoFault) -> Any:
         training = wiring.build_training_service(
             config, runtime.store, wrap_trainer=lambda inner: FaultyTrainer(inner, fault)
         )
-        generate_batch = load_function("generate_batch")
-        train = load_function("train")
-        record_failure = load_function("record_failure")
-        return {
-            "GenerateBatchFunction": lambda event, context: generate_batch.handle(
-                event, generation, context
-            ),
-            "TrainFunction": lambda event, context: train.handle(event, training),
-            "RecordFailureFunction": record_failure.handler,
-        }
+        return task_handlers(generation, training)
 
     return build
 

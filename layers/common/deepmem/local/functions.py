@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from deepmem.domain.errors import DeepmemError
 from deepmem.local.paths import repo_root
@@ -45,3 +46,19 @@ def load_function(name: str, directory: Path | None = None) -> ModuleType:
         del sys.modules[module_name]
         raise
     return module
+
+
+def task_handlers(generation: Any, training: Any) -> dict[str, Any]:
+    """The state machine's task functions as the local workflow calls them: the real handler
+    code of `functions/`, over the given generation and training services (a caller that wraps
+    the generator or trainer, as the demo and the browser tier do)."""
+    generate_batch = load_function("generate_batch")
+    train = load_function("train")
+    record_failure = load_function("record_failure")
+    return {
+        "GenerateBatchFunction": lambda event, context: generate_batch.handle(
+            event, generation, context
+        ),
+        "TrainFunction": lambda event, context: train.handle(event, training),
+        "RecordFailureFunction": record_failure.handler,
+    }
