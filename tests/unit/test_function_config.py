@@ -95,11 +95,20 @@ def test_an_api_function_without_a_state_machine_answers_with_the_reason(
 
     monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:1/none")
     monkeypatch.setattr(app, "_service", None)
-    settings = load_function("settings")
+    runs = load_function("runs")
+    monkeypatch.setattr(app, "_function", "runs")  # as a cold start of RunsFunction sets it
 
     with pytest.raises(MissingConfigurationError, match="STATE_MACHINE_ARN"):
         app.build_run_service()
-    event = api_event("GET", "/v1/api/deep-memory/settings")
-    response = settings.handler(event, LocalLambdaContext(function_name="settings"))
+    event = api_event("GET", "/v1/api/deep-memory/runs")
+    response = runs.handler(event, LocalLambdaContext(function_name="runs"))
 
     assert response["statusCode"] == 500  # never the local workflow's moto in a Lambda
+
+
+@pytest.mark.parametrize("function", ["settings", "delete"])
+def test_functions_that_start_no_execution_need_no_state_machine(function: str) -> None:
+    config = Config(DATABASE_URL="postgresql://db")
+
+    assert require(config, function) is config
+    assert all("STATE_MACHINE_ARN" not in group for group in needs_of(function))

@@ -189,8 +189,9 @@ STATE_MACHINE = ("STATE_MACHINE_ARN",)
 FUNCTION_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "runs": (DATABASE, STATE_MACHINE),
     "proceed": (DATABASE, STATE_MACHINE),
-    "delete": (DATABASE, STATE_MACHINE),
-    "settings": (DATABASE, STATE_MACHINE),
+    # Neither starts nor stops an execution: the workflow is built only where one is.
+    "delete": (DATABASE,),
+    "settings": (DATABASE,),
     "generate_batch": (DATABASE,),
     "train": (DATABASE,),
     "record_failure": (DATABASE,),
@@ -204,7 +205,7 @@ FUNCTION_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
 #: and patching all that X-Ray supports (Powertools' default) imports aiobotocore, requests,
 #: sqlite3... on every cold start. OpenAI's client (httpx2 since openai 3) has no X-Ray patch.
 FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
-    # Step Functions (runs, proceed; the others build the client only); Secrets Manager.
+    # Step Functions (runs, proceed); Secrets Manager (all four).
     "runs": ("botocore",),
     "proceed": ("botocore",),
     "delete": ("botocore",),
@@ -267,8 +268,19 @@ def needs_of(
     function: str, environ: Mapping[str, str] | None = None
 ) -> tuple[tuple[str, ...], ...]:
     """`FUNCTION_NEEDS`, and inside Lambda (AWS_LAMBDA_FUNCTION_NAME set) `LAMBDA_NEEDS` too."""
-    in_lambda = bool((os.environ if environ is None else environ).get("AWS_LAMBDA_FUNCTION_NAME"))
-    return FUNCTION_NEEDS[function] + (LAMBDA_NEEDS.get(function, ()) if in_lambda else ())
+    return FUNCTION_NEEDS[function] + (LAMBDA_NEEDS.get(function, ()) if in_lambda(environ) else ())
+
+
+def in_lambda(environ: Mapping[str, str] | None = None) -> bool:
+    """Running as a Lambda function, where no local fallback may stand in for a service."""
+    return bool((os.environ if environ is None else environ).get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def refuse_in_lambda(variable: str, what: str) -> None:
+    """Inside Lambda, MissingConfigurationError naming `variable`: the local fallback a caller
+    would build instead would lose its work with the container."""
+    if in_lambda():
+        raise MissingConfigurationError(f"{what} but is not configured: set {variable}")
 
 
 def require(config: Config, function: str) -> Config:

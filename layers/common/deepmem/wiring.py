@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from deepmem.config import Config, load_config, revealed
+from deepmem.config import Config, load_config, refuse_in_lambda, revealed
 from deepmem.domain.datasets import is_cloud_dataset
 from deepmem.domain.errors import ConfigurationError, GeneratorNotConfiguredError
 
@@ -219,11 +219,12 @@ def build_generation_service(
 def build_run_service(
     config: Config, store: RunStore | None = None, workflow: Workflow | None = None
 ) -> RunService:
+    from deepmem.adapters.workflow.deferred import DeferredWorkflow
     from deepmem.services.runs import RunService
 
-    return RunService(
+    return RunService(  # the workflow is built by the first route that starts or stops one
         store=store or shared_run_store(config),
-        workflow=workflow or build_workflow(config),
+        workflow=workflow or DeferredWorkflow(lambda: build_workflow(config)),
         dataset=config.dataset_path,
         generator_choice=generator_choice(config),
         dataset_present=dataset_present,
@@ -234,9 +235,8 @@ def build_run_service(
 
 
 def _where_deeplake(read: Callable[[str], str | None]) -> Callable[[str], str | None]:
-    """`read` where DeepLake is installed (the CLI, `deepmem serve`, the workers), else None:
-    an API function has no DeepLake layer, and the plan checks the dataset anyway. A dataset
-    that cannot be read answers None too (the plan reports it)."""
+    """`read` where DeepLake is installed (CLI, serve, workers), else None (an API function has
+    no DeepLake layer; the plan checks the dataset anyway); an unreadable dataset answers None."""
     from importlib.util import find_spec
 
     def reader(dataset: str) -> str | None:
@@ -253,13 +253,14 @@ def _where_deeplake(read: Callable[[str], str | None]) -> Callable[[str], str | 
 
 
 def build_workflow(config: Config) -> Workflow:
-    """STATE_MACHINE_ARN → Step Functions; else the same ASL run locally by moto."""
+    """STATE_MACHINE_ARN → Step Functions; else, outside Lambda only, the ASL run by moto."""
     if config.state_machine_arn:
         import boto3
 
         from deepmem.adapters.workflow.step_functions import StepFunctionsWorkflow
 
         return StepFunctionsWorkflow(boto3.client("stepfunctions"), config.state_machine_arn)
+    refuse_in_lambda("STATE_MACHINE_ARN", "this function starts or stops executions")
     return build_local_workflow(config)
 
 
