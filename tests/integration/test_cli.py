@@ -117,7 +117,8 @@ def test_search_uses_the_trained_adapter(demo_home: Path, demo_summary: dict[str
         (("proceed", "00000000-0000-0000-0000-000000000000"), 3, "not found"),
         (("settings", "--set", "lanes=0"), 2, "lanes"),
         (("settings", "--set", "nonsense"), 2, "key=value"),
-        (("demo", "--corpus", "/nonexistent/corpus"), 1, "does not exist"),
+        (("demo", "--corpus", "/nonexistent/corpus"), 2, "does not exist"),
+        (("eval", "/nonexistent/queries.jsonl"), 2, "does not exist"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_an_exit_code(
@@ -175,7 +176,7 @@ def test_eval_reports_base_and_adapter_recall(
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "no judgments"}\n')
     refused = deepmem(demo_home, "eval", str(bad))
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # bad input
     assert "bad.jsonl:1" in refused.stderr
 
 

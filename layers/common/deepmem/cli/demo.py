@@ -49,8 +49,8 @@ DEMO_SETTINGS = SettingsUpdate(
 INJECTED = "injected fault"
 
 
-class CorpusNotFoundError(DeepmemError):
-    pass
+class CorpusNotFoundError(DeepmemError, ValueError):
+    """`--corpus` names no folder: bad input, exit code 2."""
 
 
 class CorpusTooSmallError(DeepmemError, ValueError):

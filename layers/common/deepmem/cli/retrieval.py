@@ -43,9 +43,13 @@ def run_search(console: Console, question: str, *, k: int, use_adapter: bool) ->
     console.print(table)
 
 
+class JudgmentsFileError(DatasetError, ValueError):
+    """The judged-queries file is missing or malformed: bad input, exit code 2."""
+
+
 def read_judgments(path: Path) -> tuple[list[str], list[list[str]]]:
     if not path.is_file():
-        raise DatasetError(f"queries file {path} does not exist")
+        raise JudgmentsFileError(f"queries file {path} does not exist")
     queries: list[str] = []
     relevant: list[list[str]] = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -55,15 +59,17 @@ def read_judgments(path: Path) -> tuple[list[str], list[list[str]]]:
             record = json.loads(line)
             query, ids = record["query"], record["relevant"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DatasetError(
+            raise JudgmentsFileError(
                 f'{path}:{number}: expected {{"query": str, "relevant": [chunk ids]}}'
             ) from exc
         if not isinstance(query, str) or not isinstance(ids, list) or not ids:
-            raise DatasetError(f"{path}:{number}: a query needs text and at least one chunk id")
+            raise JudgmentsFileError(
+                f"{path}:{number}: a query needs text and at least one chunk id"
+            )
         queries.append(query)
         relevant.append([str(i) for i in ids])
     if not queries:
-        raise DatasetError(f"{path} has no queries")
+        raise JudgmentsFileError(f"{path} has no queries")
     return queries, relevant
 
 
