@@ -207,13 +207,15 @@ def test_serve_answers_the_api_for_the_same_data(
         assert token, "the server prints a local admin token"
         base = f"http://127.0.0.1:{port}/v1/api/deep-memory"
         # No retry: the URL is printed once the server accepts connections.
-        answer = httpx.get(f"{base}/runs", headers={"Authorization": f"Bearer {token}"})
+        answer = httpx.get(f"{base}/runs", headers={"Authorization": f"Bearer {token}"}, timeout=60)
         assert answer.status_code == 200, answer.text
         runs = answer.json()["runs"]
         assert runs[0]["id"] == demo_summary["run_id"]
         assert runs[0]["pair_count"] == demo_summary["pairs"]
-        assert httpx.get(f"{base}/runs").status_code == 401
-        forged = httpx.get(f"{base}/runs", headers={"Authorization": f"Bearer {token}x"})
+        assert httpx.get(f"{base}/runs", timeout=60).status_code == 401
+        forged = httpx.get(
+            f"{base}/runs", headers={"Authorization": f"Bearer {token}x"}, timeout=60
+        )
         assert forged.status_code == 401
         assert "detail" in forged.json()
         server.terminate()  # SIGTERM: a graceful stop, the embedded stack stopped, exit 0
