@@ -65,7 +65,7 @@ HELDOUT = "heldout.npz"
 
 @dataclass(frozen=True)
 class StreamConfig:
-    shard_pairs: int = 20_000
+    shard_pairs: int = 10_000  # the most a keyset read returns in one call (the SQL caps it)
     heldout_max: int = 2_048
     heldout_candidates: int = 4_096
     holdout: float = 0.05
