@@ -391,6 +391,10 @@ def test_streamed_submit_refuses_a_run_over_the_limit_before_writing(
     assert not isinstance(info.value, TransientTrainingError)
     assert pages.reads == [] and not (tmp_path / "ds_queries").exists()
     assert not any(r.path == "/api/deepmemory/v1/train" for r in hub.requests)
+    # Too few pairs to hold 10 questions: refused before `<dataset>_queries` is replaced.
+    with pytest.raises(NotEnoughPairsError):
+        trainer.submit(run.model_copy(update={"pair_count": 9}), iter(()))
+    assert pages.reads == [] and not (tmp_path / "ds_queries").exists()
 
 
 def test_streamed_submit_checks_deep_memory_access_before_writing(

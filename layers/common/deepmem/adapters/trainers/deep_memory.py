@@ -244,9 +244,8 @@ class DeepMemoryTrainer:
         upload: QueriesUpload | None = None,
         max_pairs: int = DEEP_MEMORY_MAX_PAIRS,
     ) -> None:
-        """With a keyset reader of the run's pairs (`pairs`), submit streams them into
-        `<dataset>_queries` a page at a time (`deep_memory_upload`); without one it hands every
-        query to `train()` in one call (`train_function`)."""
+        """Given `pairs` (a keyset reader), submit streams them (`deep_memory_upload`); else
+        every query goes to `train()` in one call."""
         if not is_cloud_dataset(dataset_path):
             raise TrainingError(
                 f"Deep Memory trains only hub:// datasets, not {dataset_path!r}: "
@@ -370,20 +369,21 @@ class DeepMemoryTrainer:
             )
 
     def _submit_streamed(self, run: TrainingRun, pages: PairPages) -> str:
-        refusal = deep_memory_refusal(run.pair_count, self.max_pairs)
-        if refusal is not None:  # (the API refuses such a run first; a proceed lands here)
+        if refusal := deep_memory_refusal(run.pair_count, self.max_pairs):  # (the API's first)
             raise TrainingError(refusal)
         if self.embedder is None:
             raise ValueError("a streamed Deep Memory submit needs the embedder")
-        embedder = self.embedder
+        embedder, least = self.embedder, self.min_questions
+        if run.pair_count < least:  # fewer pairs than that cannot hold enough questions
+            raise NotEnoughPairsError(f"Deep Memory training needs at least {least} questions")
         self._refuse_running()
 
         def upload_then_start() -> str:
             pairs, queries = write_pairs(pages, embedder, self.upload)
-            if queries < self.min_questions:
+            if queries < least:
                 raise NotEnoughPairsError(
-                    f"Deep Memory training needs at least {self.min_questions} distinct "
-                    f"questions; run {run.id} has {queries} (from {pairs} pairs)"
+                    f"Deep Memory training needs at least {least} distinct questions; run "
+                    f"{run.id} has {queries} (from {pairs} pairs)"
                 )
             return self.upload.start()
 
