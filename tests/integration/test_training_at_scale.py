@@ -4,7 +4,7 @@ time budget per invocation is scaled down (from 600 s to 1 s, with the deployed 
 10,000 pairs, so the job cannot finish in one call), in a process of its own whose peak RSS
 (`VmHWM` of `/proc/self/status`) is asserted.
 
-Cheap on purpose, so the run fits the suite (about a minute on an idle 2-core machine):
+Cheap on purpose, so the run fits the suite (89 s measured on 2 shared cores at load ~4.5):
 - the embedder is the cheap deterministic HashingEmbedder (`tests/fakes/embedder.py`, 16
   dimensions, feature hashing: ~30 µs a question), not a model: what is measured is the job's
   own memory, not a model's;

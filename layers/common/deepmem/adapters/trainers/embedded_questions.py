@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -104,7 +105,7 @@ class EmbeddedQuestions:
             return None
         try:
             arrays = load_npz(data)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # cut short, or not an npz
             return None
         embeddings = arrays.get("embeddings")
         if (
