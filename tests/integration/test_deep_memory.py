@@ -302,3 +302,110 @@ def test_library_call_to_a_silent_backend_is_cut_at_the_deadline(hub: FakeActive
     worker.join(10)
     assert not worker.is_alive()
     assert not any(r.path.startswith("/api/org/") for r in hub.requests)
+
+
+# --- the streamed submit: `<dataset>_queries` written a keyset page at a time ---------------
+
+
+class Pages:
+    """The run's pairs by keyset, at most `cap` a read (as the SQL caps one), each read kept."""
+
+    def __init__(self, pairs: list[TrainingPair], cap: int) -> None:
+        self.pairs, self.cap = pairs, cap
+        self.reads: list[int] = []
+
+    def __call__(self, after: int, limit: int) -> list[TrainingPair]:
+        page = [p for p in self.pairs if p.id > after][: min(limit, self.cap)]
+        self.reads.append(len(page))
+        return page
+
+
+class CountingConstantEmbedder(ConstantEmbedder):
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.batches.append(list(texts))
+        return super().embed(texts)
+
+
+def _asked_twice(run: TrainingRun) -> list[TrainingPair]:
+    """40 pairs, 10 questions: each asked of two chunks, twice over, in one page of 8."""
+    now = datetime.now(UTC)
+    pairs = []
+    for i in range(40):
+        q = i // 2 if i % 4 < 2 else (i - 2) // 2
+        pairs.append(
+            TrainingPair(
+                id=i + 1,
+                run_id=run.id,
+                chunk_id=f"c{(q + i % 2) % 12}",
+                question=f"what is {q}?",
+                created_at=now,
+            )
+        )
+    return pairs
+
+
+def test_streamed_submit_writes_the_queries_a_page_at_a_time_then_starts_the_job(
+    hub: FakeActiveloop, tmp_path: Path
+) -> None:
+    run = _run().model_copy(update={"pair_count": 40})
+    pages = Pages(_asked_twice(run), cap=8)
+    embedder = CountingConstantEmbedder()
+    trainer = DeepMemoryTrainer(
+        DATASET, hub.token, embedder, api_url=hub.url, status_timeout=5, pairs=pages, max_pairs=40
+    )
+
+    job_id = trainer.submit(run, iter(()))  # the pairs are read by keyset, not from here
+
+    assert pages.reads == [8, 8, 8, 8, 8, 0]  # five pages, then the empty read that ends it
+    # Never more than one page's questions in memory or in one embedding call.
+    assert max(len(batch) for batch in embedder.batches) <= 8
+    train_posts = [r for r in hub.requests if r.path == "/api/deepmemory/v1/train"]
+    assert [r.body for r in train_posts] == [
+        {"corpus_dataset": DATASET, "query_dataset": f"{DATASET}_queries"}
+    ]
+    queries = deeplake.load(str(tmp_path / "ds_queries"), read_only=True, verbose=False)
+    # Per page, one query per distinct question with every chunk it was asked of there.
+    expected = [build_training_data(pages.pairs[start : start + 8]) for start in range(0, 40, 8)]
+    assert len(queries) == sum(len(texts) for texts, _ in expected) == 10
+    assert queries.text[0].data()["value"] == "what is 0?"
+    relevance = [r for _, page in expected for r in page]
+    assert queries.metadata[0].data()["value"] == {"relevance": [list(r) for r in relevance[0]]}
+    assert relevance[0] == [("c0", 1), ("c1", 1)]
+    assert queries.embedding.numpy().shape == (10, 4)
+    assert trainer.check(job_id).state is JobState.PENDING
+
+
+def test_streamed_submit_refuses_a_run_over_the_limit_before_writing(
+    hub: FakeActiveloop, tmp_path: Path
+) -> None:
+    run = _run().model_copy(update={"pair_count": 41})
+    pages = Pages(_asked_twice(run), cap=8)
+    trainer = DeepMemoryTrainer(
+        DATASET, hub.token, ConstantEmbedder(), api_url=hub.url, pairs=pages, max_pairs=40
+    )
+    with pytest.raises(TrainingError, match="at most 40 pairs") as info:
+        trainer.submit(run, iter(()))
+    assert not isinstance(info.value, TransientTrainingError)
+    assert pages.reads == [] and not (tmp_path / "ds_queries").exists()
+    assert not any(r.path == "/api/deepmemory/v1/train" for r in hub.requests)
+    # Too few pairs to hold 10 questions: refused before `<dataset>_queries` is replaced.
+    with pytest.raises(NotEnoughPairsError):
+        trainer.submit(run.model_copy(update={"pair_count": 9}), iter(()))
+    assert pages.reads == [] and not (tmp_path / "ds_queries").exists()
+
+
+def test_streamed_submit_checks_deep_memory_access_before_writing(
+    hub: FakeActiveloop, tmp_path: Path
+) -> None:
+    hub.deep_memory_available = False
+    run = _run().model_copy(update={"pair_count": 40})
+    pages = Pages(_asked_twice(run), cap=8)
+    trainer = DeepMemoryTrainer(
+        DATASET, hub.token, ConstantEmbedder(), api_url=hub.url, pairs=pages, submit_timeout=60
+    )
+    with pytest.raises(TrainingError, match="not available"):
+        trainer.submit(run, iter(()))
+    assert pages.reads == [] and not (tmp_path / "ds_queries").exists()

@@ -2,7 +2,7 @@
 process's peak RSS is the training's: the deployed ASL (submit → wait → check loop), the real
 train handler and TrainingService, the query adapter as a streamed job with the cheap
 HashingEmbedder, a time budget per invocation of `seconds` (scaled down from 600 s) and shards
-of `shard` pairs (default 20,000).
+of `shard` pairs (default 10,000, as deployed).
 
     python -m tests.integration.training_scale_worker URL RUN DATASET ARTIFACTS SECONDS [SHARD]
 
@@ -45,7 +45,7 @@ def peak_rss_mib() -> float:
 
 
 def main(
-    url: str, run: str, dataset: str, artifacts: str, seconds: str, shard: str = "20000"
+    url: str, run: str, dataset: str, artifacts: str, seconds: str, shard: str = "10000"
 ) -> None:
     run_id = UUID(run)
     store = PostgresStore(connect_pool(url, max_size=4))

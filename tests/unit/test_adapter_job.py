@@ -1,4 +1,5 @@
-"""The streamed query-adapter job on synthetic embeddings: it embeds every question once, in
+"""The streamed query-adapter job on synthetic embeddings: it embeds every question once (and
+once across the attempts of a run: a proceed reuses what was embedded), in
 shards written as made, resumes from its checkpoint in whatever slices it is run, and ends
 with the same map however it was sliced."""
 
@@ -115,3 +116,82 @@ def test_too_few_questions_is_refused(tmp_path: Path) -> None:
     job = _job(tmp_path, HashingEmbedder(16), _pairs()[:5])
     with pytest.raises(NotEnoughPairsError):
         job.run(seconds=3600)
+
+
+class FailingEmbedder(CountingEmbedder):
+    """Embeds `pages` calls' worth, then fails as a model endpoint that went away would."""
+
+    def __init__(self, pages: int) -> None:
+        super().__init__()
+        self.pages = pages
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if self.pages == 0:
+            raise RuntimeError("the embedding model is gone")
+        self.pages -= 1
+        return super().embed(texts)
+
+
+def _attempt(
+    tmp: Path, attempt: int, embedder: HashingEmbedder, pairs: list[TrainingPair]
+) -> StreamedAdapterJob:
+    job = _job(tmp, embedder, pairs)
+    job.job_id = f"adapter-x-{attempt}"
+    return job
+
+
+def test_a_proceeded_job_embeds_only_the_pages_its_earlier_attempt_did_not(
+    tmp_path: Path,
+) -> None:
+    pairs = _pairs()  # 600 pairs: 4 pages of 150
+    first = FailingEmbedder(pages=2)
+    with pytest.raises(RuntimeError, match="gone"):
+        _attempt(tmp_path / "store", 1, first, pairs).run(seconds=3600)
+    assert sum(first.seen.values()) == 300  # two pages embedded, then the fault
+
+    second = CountingEmbedder()
+    done = _attempt(tmp_path / "store", 2, second, pairs).run(seconds=3600)
+    assert done.state is JobState.COMPLETED
+    # Only the last two pages were embedded again; the first two came from attempt 1.
+    assert set(second.seen) == {p.question for p in pairs[300:]}
+    assert max(second.seen.values()) == 1
+
+    uninterrupted = _job(tmp_path / "fresh", HashingEmbedder(16), pairs).run(seconds=3600)
+    assert uninterrupted.state is JobState.COMPLETED
+    proceeded = LocalArtifactStore(tmp_path / "store").load("adapter-x-2")
+    at_once = LocalArtifactStore(tmp_path / "fresh").load("adapter-x-1")
+    np.testing.assert_array_equal(proceeded.matrix, at_once.matrix)
+    assert proceeded.metrics["shards_reused"] == 2 and at_once.metrics["shards_reused"] == 0
+    assert proceeded.metrics["recall_after"] == at_once.metrics["recall_after"]
+
+
+class OtherModel(CountingEmbedder):
+    @property
+    def model_name(self) -> str:
+        return "another-model-16"
+
+
+def test_nothing_is_reused_across_a_change_of_model_or_of_pairs(tmp_path: Path) -> None:
+    pairs = _pairs()
+    assert _attempt(tmp_path, 1, HashingEmbedder(16), pairs).run(3600).state is JobState.COMPLETED
+
+    other_model = OtherModel()
+    _attempt(tmp_path, 2, other_model, pairs).run(seconds=3600)
+    assert sum(other_model.seen.values()) == 600  # every page again: another model
+
+    # One pair's question edited in the second page: that page alone is embedded again.
+    edited = list(pairs)
+    edited[200] = edited[200].model_copy(update={"question": "an edited question?"})
+    same_model = CountingEmbedder()
+    _attempt(tmp_path, 3, same_model, edited).run(seconds=3600)
+    assert set(same_model.seen) == {p.question for p in edited[150:300]}
+
+    # A kept file that does not hold what its name says is embedded again, not trusted.
+    kept = sorted((tmp_path / f"embedded-{RUN}" / "work").glob("questions-*.npz"))
+    assert len(kept) == 4 + 4 + 1
+    for n, path in enumerate(kept):
+        whole = path.read_bytes()
+        path.write_bytes(b"not an npz" if n % 2 else whole[: len(whole) // 2])  # or cut short
+    again = CountingEmbedder()
+    _attempt(tmp_path, 4, again, pairs).run(seconds=3600)
+    assert sum(again.seen.values()) == 600

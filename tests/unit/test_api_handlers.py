@@ -700,3 +700,31 @@ def test_proceed_with_another_generator_is_409_with_the_way_out(fn, store, workf
     assert f"deepmem delete {run.id}" in answer.body["detail"]
     assert f"DELETE {P}/runs/{run.id}" in answer.body["detail"]
     assert store.get_run(run.id).status is RunStatus.GENERATING_FAILED
+
+
+def test_train_over_what_deep_memory_takes_is_422_and_starts_nothing(fn, store, workflow) -> None:
+    run = store.create_run("hub://org/kb", None)
+    store.set_total_chunks(run.id, 2, attempt=1)
+    questions = [f"what does part {i} say?" for i in range(3)]
+    store.record_batch(
+        BatchRecord(
+            run_id=run.id,
+            attempt=1,
+            chunks=[ChunkQuestions(chunk_id=c, questions=questions) for c in ("a", "b")],
+        )
+    )
+    to_status(store, run.id, RunStatus.GENERATED)  # 6 pairs
+    service = RunService(store, workflow, dataset="hub://org/kb", deep_memory_max_pairs=5)
+    with use_run_service(service):
+        answer = call(fn["runs"], api_event("POST", f"{P}/train", {"training_run_id": str(run.id)}))
+        assert answer.status == 422
+        assert "at most 5 pairs" in answer.body["detail"] and "has 6" in answer.body["detail"]
+        assert "query_adapter" in answer.body["detail"]
+        assert store.get_run(run.id).status is RunStatus.GENERATED
+        assert workflow.started == []
+
+        # The query adapter takes any number: forced by the setting, the same run trains.
+        settings = store.get_settings().model_copy(update={"trainer": TrainerKind.QUERY_ADAPTER})
+        store.update_settings(settings)
+        answer = call(fn["runs"], api_event("POST", f"{P}/train", {"training_run_id": str(run.id)}))
+        assert answer.status == 202

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from deepmem.domain.errors import ConfigurationError
 from deepmem.domain.handover import GenerationLimits
+from deepmem.domain.trainers import DEEP_MEMORY_MAX_PAIRS
 
 
 class Config(BaseModel):
@@ -115,6 +116,9 @@ class Config(BaseModel):
     adapter_stream_above: int = Field(default=200_000, ge=0, alias="DEEPMEM_ADAPTER_STREAM_ABOVE")
     train_seconds_per_call: float = Field(
         default=600.0, gt=0, le=900, alias="DEEPMEM_TRAIN_SECONDS_PER_CALL"
+    )
+    deep_memory_max_pairs: int = Field(
+        default=DEEP_MEMORY_MAX_PAIRS, ge=1, alias="DEEPMEM_DEEP_MEMORY_MAX_PAIRS"
     )
 
     @model_validator(mode="before")

@@ -231,6 +231,7 @@ def build_run_service(
         dataset_fingerprint=_where_deeplake(lambda d: chunk_source_for(config)(d).fingerprint()),
         embedding_model_of=_where_deeplake(recorded_embedding_model(config)),
         limits=config.generation_limits,
+        deep_memory_max_pairs=config.deep_memory_max_pairs,
     )
 
 
@@ -325,24 +326,24 @@ def embedder_for_model(config: Config, model_name: str) -> Embedder:
 
 
 def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFactory:
-    """(kind, run, embedding model) → Trainer: Deep Memory for `hub://` datasets, the query
-    adapter (artifacts in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a folder) for any. The
-    adapter reads a large run's pairs itself, by keyset, from `store`."""
+    """(kind, run, embedding model) → Trainer: Deep Memory (`hub://`) or the query adapter
+    (artifacts in `DEEPMEM_ARTIFACTS`); both read a run's pairs by keyset from `store`."""
     from deepmem.domain.models import TrainerKind
 
     def trainer(kind: TrainerKind, run: TrainingRun, embedding_model: str) -> Trainer:
         token = activeloop_token(config, run.dataset)
         embedder = embedder_for_model(config, embedding_model)
+        pairs = functools.partial((store or shared_run_store(config)).pairs_after, run.id)
         if kind is TrainerKind.DEEP_MEMORY:
             from deepmem.adapters.trainers.deep_memory import DeepMemoryTrainer
 
+            api, limit = config.activeloop_api_url, config.deep_memory_max_pairs
             return DeepMemoryTrainer(
-                run.dataset, token, embedder, api_url=config.activeloop_api_url
+                run.dataset, token, embedder, api_url=api, pairs=pairs, max_pairs=limit
             )
         from deepmem.adapters.trainers.artifacts import artifact_store_for
         from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
 
-        pairs = functools.partial((store or shared_run_store(config)).pairs_after, run.id)
         return QueryAdapterTrainer(
             run.dataset,
             embedder,

@@ -6,6 +6,10 @@ from deepmem.domain.datasets import is_cloud_dataset
 from deepmem.domain.errors import TrainingError
 from deepmem.domain.models import Settings, TrainerKind
 
+#: Deep Memory's queries are uploaded within one submit (`adapters/trainers/deep_memory_upload`):
+#: a run of more pairs is refused before it trains (README, "How large a run the defaults handle").
+DEEP_MEMORY_MAX_PAIRS = 500_000
+
 #: The query adapter's job ids: `adapter-<run id>-<attempt>`; any other id is Deep Memory's.
 ADAPTER_JOB_PREFIX = "adapter-"
 
@@ -41,3 +45,14 @@ def kind_of_job(job_id: str) -> TrainerKind:
     if job_id.startswith(ADAPTER_JOB_PREFIX):
         return TrainerKind.QUERY_ADAPTER
     return TrainerKind.DEEP_MEMORY
+
+
+def deep_memory_refusal(pairs: int, limit: int) -> str | None:
+    """Why Deep Memory will not train a run of `pairs` pairs, or None when it will."""
+    if pairs <= limit:
+        return None
+    return (
+        f"Deep Memory takes at most {limit:,} pairs in one training here (its queries are "
+        f"uploaded within one submit, DEEPMEM_DEEP_MEMORY_MAX_PAIRS); this run has {pairs:,}: "
+        "set the trainer to query_adapter, which trains any number of pairs across invocations"
+    )

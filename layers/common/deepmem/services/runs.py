@@ -23,6 +23,7 @@ from deepmem.domain.errors import (
     RunNotProceedableError,
     RunSourceChangedError,
     SettingsLockedError,
+    UnfinishableRunError,
     WorkflowError,
 )
 from deepmem.domain.executions import execution_name
@@ -51,7 +52,7 @@ from deepmem.domain.status import (
     failed_status,
     phase_of,
 )
-from deepmem.domain.trainers import effective_trainer
+from deepmem.domain.trainers import DEEP_MEMORY_MAX_PAIRS, deep_memory_refusal, effective_trainer
 from deepmem.ports import Execution, ExecutionState, RunLeases, RunStore, Workflow
 
 #: What an active run whose execution no longer exists keeps as its error.
@@ -116,6 +117,7 @@ class RunService:
         dataset_present: Callable[[str], bool] = _always_present,
         dataset_fingerprint: Callable[[str], str | None] = _unknown,
         embedding_model_of: Callable[[str], str | None] = _unknown,
+        deep_memory_max_pairs: int = DEEP_MEMORY_MAX_PAIRS,
     ) -> None:
         """`generator_choice` raises GeneratorNotConfiguredError when none can run here;
         `dataset_fingerprint` and `embedding_model_of` answer None where the dataset cannot
@@ -128,6 +130,7 @@ class RunService:
         self._dataset_fingerprint = dataset_fingerprint
         self._embedding_model_of = embedding_model_of
         self.limits = limits or GenerationLimits()
+        self.deep_memory_max_pairs = deep_memory_max_pairs
 
     # starting executions
 
@@ -149,7 +152,9 @@ class RunService:
         return self._start_execution(run, Phase.GENERATING)
 
     def start_training(self, run_id: UUID) -> RunExecution:
-        """`generated` → `training`, then start the training execution."""
+        """`generated` → `training`, then start the training execution. UnfinishableRunError
+        (422) when the trainer it would use cannot take the run's pairs."""
+        self.check_trainer_takes(self.store.get_run(run_id))
         moved = self.store.transition(run_id, RunStatus.GENERATED, RunStatus.TRAINING)
         if moved is None:
             current = self.store.get_run(run_id)
@@ -167,12 +172,22 @@ class RunService:
         if target is None:
             raise RunNotProceedableError(run_id, run.status)
         self.check_source(run)
+        if target is RunStatus.TRAINING:
+            self.check_trainer_takes(run)
         moved = self.store.transition(run_id, run.status, target, next_attempt=True)
         if moved is None:
             raise RunNotProceedableError(run_id, self.store.get_run(run_id).status)
         phase = phase_of(target)
         assert phase is not None
         return self._start_execution(moved, phase)
+
+    def check_trainer_takes(self, run: TrainingRun) -> None:
+        """Deep Memory uploads a run's queries within one submit: over its limit, refuse."""
+        kind = effective_trainer(self.store.get_settings(), run.dataset)
+        if kind is TrainerKind.DEEP_MEMORY:
+            refusal = deep_memory_refusal(run.pair_count, self.deep_memory_max_pairs)
+            if refusal is not None:
+                raise UnfinishableRunError(refusal)
 
     def check_source(self, run: TrainingRun) -> None:
         """RunSourceChangedError when `run` would resume over another version of its dataset

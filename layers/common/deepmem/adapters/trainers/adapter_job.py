@@ -5,8 +5,11 @@ time budget per invocation (`submit`, then every `check` of the state machine's 
 1. embed: the run's pairs by keyset, `shard_pairs` at a time; a shard's questions are grouped
    (a question asked of several chunks in the shard has them all as positives), embedded in
    batches and written as one file with the keyset position in the checkpoint, so a continued
-   or retried job never embeds a page twice. A bounded held-out set: a question whose stable
-   hash falls in the holdout share is held out while fewer than `heldout_max` are.
+   or retried job never embeds a page twice. The embeddings are kept under the run, not the
+   job (`embedded_questions`): a proceeded training (the next attempt) reuses every page the
+   earlier attempt embedded, as long as the page and the embedding model are the same. A
+   bounded held-out set: a question whose stable hash falls in the holdout share is held out
+   while fewer than `heldout_max` are.
 2. train: epochs over the shards, minibatches with `corpus_negatives` corpus rows drawn per
    batch (the loss and Adam of `adapter_maths`), a checkpoint (W, Adam, best W, position)
    after each shard. The held-out loss, after each epoch, is over a fixed candidate set (the
@@ -23,7 +26,6 @@ Memory, none of it growing with the pair count: the corpus (chunks x d x 4 B), o
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deepmem.adapters.dataset.corpus import Corpus, embed_questions
+from deepmem.adapters.dataset.corpus import Corpus
 from deepmem.adapters.trainers.adapter_maths import (
     QuestionSet,
     _Adam,
@@ -42,6 +44,9 @@ from deepmem.adapters.trainers.adapter_maths import (
     recall_at_k,
 )
 from deepmem.adapters.trainers.artifacts import AdapterArtifact
+from deepmem.adapters.trainers.embedded_questions import EmbeddedQuestions
+from deepmem.adapters.trainers.embedded_questions import load_npz as _load_npz
+from deepmem.adapters.trainers.embedded_questions import npz as _npz
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.ports import JobState, JobStatus
 
@@ -60,7 +65,7 @@ HELDOUT = "heldout.npz"
 
 @dataclass(frozen=True)
 class StreamConfig:
-    shard_pairs: int = 20_000
+    shard_pairs: int = 10_000  # the most a keyset read returns in one call (the SQL caps it)
     heldout_max: int = 2_048
     heldout_candidates: int = 4_096
     holdout: float = 0.05
@@ -94,23 +99,21 @@ class JobProgress:
     adam_step: int = 0
     history: list[float] = field(default_factory=list)
     invocations: int = 0
-
-
-def _npz(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    return buffer.getvalue()
-
-
-def _load_npz(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data)) as archive:
-        return {name: archive[name] for name in archive.files}
+    shards_reused: int = 0  # pages whose embeddings an earlier attempt of the run had made
 
 
 def _pack(questions: QuestionSet) -> bytes:
     offsets = np.cumsum([0] + [len(p) for p in questions.positives]).astype(np.int64)
     flat = np.array([r for p in questions.positives for r in p], dtype=np.int64)
     return _npz(embeddings=questions.embeddings, offsets=offsets, positives=flat)
+
+
+def _pack_rows(key: str, rows: list[int], positives: list[list[int]]) -> bytes:
+    offsets = np.cumsum([0] + [len(p) for p in positives]).astype(np.int64)
+    flat = np.array([r for p in positives for r in p], dtype=np.int64)
+    return _npz(
+        key=np.array(key), rows=np.array(rows, dtype=np.int64), offsets=offsets, positives=flat
+    )
 
 
 def _unpack(data: bytes) -> QuestionSet:
@@ -185,6 +188,10 @@ class StreamedAdapterJob:
         if not page:
             self._start_training(progress)
             return
+        embedded = EmbeddedQuestions(
+            self.run_id, self.artifacts, self.embedder, self.corpus.dimension
+        ).page(page)
+        row_of = {question: i for i, question in enumerate(embedded.questions)}
         rows_by_question: dict[str, list[int]] = {}
         for pair in page:
             row = self.corpus.index.get(pair.chunk_id)
@@ -204,20 +211,35 @@ class StreamedAdapterJob:
             else:
                 train_q.append(question)
         if held_q:
-            added = QuestionSet(
-                embed_questions(self.embedder, held_q), [rows_by_question[q] for q in held_q]
-            )
+            rows = [row_of[q] for q in held_q]
+            added = QuestionSet(embedded.embeddings[rows], [rows_by_question[q] for q in held_q])
             held = _concat(held, added)
             self.artifacts.put_blob(self.job_id, HELDOUT, _pack(held))
-        shard = QuestionSet(
-            embed_questions(self.embedder, train_q), [rows_by_question[q] for q in train_q]
+        # The shard names its questions' rows in the run's embedded page, not a copy of them.
+        shard = _pack_rows(
+            embedded.key, [row_of[q] for q in train_q], [rows_by_question[q] for q in train_q]
         )
-        self.artifacts.put_blob(self.job_id, f"shard-{progress.shards}.npz", _pack(shard))
+        self.artifacts.put_blob(self.job_id, f"shard-{progress.shards}.npz", shard)
+        progress.shards_reused += int(embedded.reused)
         progress.shards += 1
         progress.after = page[-1].id
         progress.pairs += len(page)
         progress.train_questions += len(train_q)
         progress.heldout_questions = len(held)
+
+    def _shard(self, index: int) -> QuestionSet:
+        data = self.artifacts.get_blob(self.job_id, f"shard-{index}.npz")
+        assert data is not None, f"shard {index} of job {self.job_id} is missing"
+        arrays = _load_npz(data)
+        questions = EmbeddedQuestions(
+            self.run_id, self.artifacts, self.embedder, self.corpus.dimension
+        )
+        key = str(arrays["key"])
+        embeddings = questions.load(key)
+        assert embeddings is not None, f"embedded questions {key} of job {self.job_id} are missing"
+        offsets, flat = arrays["offsets"], arrays["positives"]
+        positives = [flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+        return QuestionSet(embeddings[arrays["rows"]], positives)
 
     def _held_out_set(self) -> QuestionSet:
         data = self.artifacts.get_blob(self.job_id, HELDOUT)
@@ -247,9 +269,7 @@ class StreamedAdapterJob:
         cfg = self.config
         matrix, m1, m2, best = self._load_matrices()
         adam = _Adam(cfg.learning_rate, m1, m2, step=progress.adam_step)
-        data = self.artifacts.get_blob(self.job_id, f"shard-{progress.next_shard}.npz")
-        assert data is not None, f"shard {progress.next_shard} of job {self.job_id} is missing"
-        shard = _unpack(data)
+        shard = self._shard(progress.next_shard)
         corpus = self.corpus.embeddings
         rng = np.random.default_rng([cfg.seed, progress.epoch, progress.next_shard])
         matrix = _train_epoch(matrix, shard, corpus, cfg, adam=adam, rng=rng)
@@ -342,6 +362,8 @@ class StreamedAdapterJob:
             "recall_before": {k: round(v, 4) for k, v in before.items()},
             "recall_after": {k: round(v, 4) for k, v in after.items()},
             "invocations": progress.invocations,
+            "shards": progress.shards,
+            "shards_reused": progress.shards_reused,
             "embedding_model": self.embedder.model_name,
             "job_id": self.job_id,
         }

@@ -1,6 +1,6 @@
 """Deep Memory (Activeloop's managed service, deeplake 3.9, `hub://` datasets) as a Trainer.
 
-Sharp edges of the library this adapter works around:
+Sharp edges of the library worked around here (a streamed submit: `deep_memory_upload.py`):
 - `VectorStore(...)` and `deep_memory.train(...)` call the Activeloop API, and some of those
   calls retry forever when the network is down. Every library call runs in a daemon worker
   thread with a deadline; past it we raise `TransientTrainingError` (the state machine retries)
@@ -28,8 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from deepmem.adapters.trainers.deep_memory_upload import (
+    DeepLakeQueriesUpload,
+    PairPages,
+    QueriesUpload,
+    Relevance,
+    build_training_data,
+    write_pairs,
+)
 from deepmem.domain.datasets import CLOUD_PREFIX, is_cloud_dataset
 from deepmem.domain.errors import NotEnoughPairsError, TrainingError, TransientTrainingError
+from deepmem.domain.trainers import DEEP_MEMORY_MAX_PAIRS, deep_memory_refusal
 from deepmem.ports import JobState, JobStatus
 
 if TYPE_CHECKING:
@@ -39,7 +48,6 @@ if TYPE_CHECKING:
 DEFAULT_API_URL = "https://app.activeloop.ai"
 MIN_QUESTIONS = 10
 
-Relevance = list[list[tuple[str, int]]]
 #: (queries, relevance) -> job id. The default calls deeplake; tests inject their own.
 TrainFunction = Callable[[list[str], Relevance], str]
 
@@ -108,18 +116,6 @@ class _GuardedRequests:
         if _cancelled():
             raise TransientTrainingError("Deep Memory call abandoned after its deadline")
         return self._inner.request(*args, **kwargs)
-
-
-def build_training_data(pairs: Sequence[TrainingPair]) -> tuple[list[str], Relevance]:
-    """One query per distinct question, with every chunk it was asked of (score 1, the only
-    score Deep Memory accepts)."""
-    relevance_by_question: dict[str, list[tuple[str, int]]] = {}
-    for pair in pairs:
-        relevant = relevance_by_question.setdefault(pair.question.strip(), [])
-        if (pair.chunk_id, 1) not in relevant:
-            relevant.append((pair.chunk_id, 1))
-    queries = list(relevance_by_question)
-    return queries, [relevance_by_question[q] for q in queries]
 
 
 def parse_status(payload: dict[str, Any], job_id: str) -> JobStatus:
@@ -244,7 +240,12 @@ class DeepMemoryTrainer:
         submit_timeout: float = 600.0,
         status_timeout: float = 15.0,
         min_questions: int = MIN_QUESTIONS,
+        pairs: PairPages | None = None,
+        upload: QueriesUpload | None = None,
+        max_pairs: int = DEEP_MEMORY_MAX_PAIRS,
     ) -> None:
+        """Given `pairs` (a keyset reader), submit streams them (`deep_memory_upload`); else
+        every query goes to `train()` in one call."""
         if not is_cloud_dataset(dataset_path):
             raise TrainingError(
                 f"Deep Memory trains only hub:// datasets, not {dataset_path!r}: "
@@ -262,6 +263,10 @@ class DeepMemoryTrainer:
         self.submit_timeout = submit_timeout
         self.status_timeout = status_timeout
         self.min_questions = min_questions
+        self.pairs = pairs
+        self.upload = upload or DeepLakeQueriesUpload(dataset_path, token, api_url)
+        self.embedder = embedder
+        self.max_pairs = max_pairs
 
     # -- REST ----------------------------------------------------------------------------
 
@@ -334,6 +339,8 @@ class DeepMemoryTrainer:
     # -- Trainer ---------------------------------------------------------------------------
 
     def submit(self, run: TrainingRun, pairs: Iterable[TrainingPair]) -> str:
+        if self.pairs is not None:
+            return self._submit_streamed(run, self.pairs)
         pairs = list(pairs)  # Deep Memory's train() takes every query in one call
         queries, relevance = build_training_data(pairs)
         if len(queries) < self.min_questions:
@@ -341,6 +348,18 @@ class DeepMemoryTrainer:
                 f"Deep Memory training needs at least {self.min_questions} distinct questions; "
                 f"run {run.id} has {len(queries)} (from {len(pairs)} pairs)"
             )
+        self._refuse_running()
+        return self._library_call(lambda: self.train_function(queries, relevance))
+
+    def _library_call(self, call: Callable[[], str]) -> str:
+        try:
+            return call_with_deadline(call, self.submit_timeout, "Deep Memory train")
+        except TrainingError:
+            raise
+        except Exception as exc:
+            raise _library_error(exc) from exc
+
+    def _refuse_running(self) -> None:
         running = self.active_jobs()
         if running:
             # Starting now would overwrite <dataset>_queries under a running job.
@@ -348,16 +367,27 @@ class DeepMemoryTrainer:
                 f"Deep Memory job {running[0]} is still running on {self.dataset_path}; "
                 "a new job starts only after it ends"
             )
-        try:
-            return call_with_deadline(
-                lambda: self.train_function(queries, relevance),
-                self.submit_timeout,
-                "Deep Memory train",
-            )
-        except TrainingError:
-            raise
-        except Exception as exc:
-            raise _library_error(exc) from exc
+
+    def _submit_streamed(self, run: TrainingRun, pages: PairPages) -> str:
+        if refusal := deep_memory_refusal(run.pair_count, self.max_pairs):  # (the API's first)
+            raise TrainingError(refusal)
+        if self.embedder is None:
+            raise ValueError("a streamed Deep Memory submit needs the embedder")
+        embedder, least = self.embedder, self.min_questions
+        if run.pair_count < least:  # fewer pairs than that cannot hold enough questions
+            raise NotEnoughPairsError(f"Deep Memory training needs at least {least} questions")
+        self._refuse_running()
+
+        def upload_then_start() -> str:
+            pairs, queries = write_pairs(pages, embedder, self.upload)
+            if queries < least:
+                raise NotEnoughPairsError(
+                    f"Deep Memory training needs at least {least} distinct questions; run "
+                    f"{run.id} has {queries} (from {pairs} pairs)"
+                )
+            return self.upload.start()
+
+        return self._library_call(upload_then_start)
 
 
 def _description(response: httpx.Response) -> str:
