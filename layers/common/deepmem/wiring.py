@@ -301,6 +301,14 @@ def adapter_maths() -> ModuleType:
     return maths
 
 
+def query_models() -> tuple[ModuleType, ModuleType]:
+    """The query maps search applies (`query_maps`) and their training (`adapter_models`),
+    pure numpy, for `bench/recall.py`."""
+    from deepmem.adapters.trainers import adapter_models, query_maps
+
+    return query_maps, adapter_models
+
+
 def embedder_for_model(config: Config, model_name: str) -> Embedder:
     """The Embedder that reproduces a dataset's vectors: the offline MiniLM by its name, any
     other model through the OpenAI-compatible endpoint."""
@@ -324,9 +332,9 @@ def embedder_for_model(config: Config, model_name: str) -> Embedder:
 
 
 def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFactory:
-    """(kind, run, embedding model) → Trainer: Deep Memory for `hub://` datasets, the query
-    adapter (artifacts in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a folder) for any. The
-    adapter reads a large run's pairs itself, by keyset, from `store`."""
+    """(kind, run, embedding model) → Trainer: Deep Memory for `hub://` datasets, a query
+    adapter, linear or feedback (artifacts in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a
+    folder), for any. The adapter reads a large run's pairs itself, by keyset, from `store`."""
     from deepmem.domain.models import TrainerKind
 
     def trainer(kind: TrainerKind, run: TrainingRun, embedding_model: str) -> Trainer:
@@ -339,7 +347,7 @@ def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFac
                 run.dataset, token, embedder, api_url=config.activeloop_api_url
             )
         from deepmem.adapters.trainers.artifacts import artifact_store_for
-        from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
+        from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer, query_model_for
 
         pairs = functools.partial((store or shared_run_store(config)).pairs_after, run.id)
         return QueryAdapterTrainer(
@@ -350,6 +358,7 @@ def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFac
             pairs=pairs,
             stream_above=config.adapter_stream_above,
             seconds_per_call=config.train_seconds_per_call,
+            model=query_model_for(kind),
         )
 
     return trainer
@@ -388,12 +397,13 @@ def build_corpus_search(config: Config, store: RunStore | None = None) -> Corpus
     """The configured dataset as a search corpus, its queries embedded by the model training
     uses (the same decision, `TrainingService.embedding_model`), with the latest adapter."""
     from deepmem.adapters.dataset.corpus import CorpusSearch, load_corpus
-    from deepmem.adapters.trainers.artifacts import artifact_store_for, latest_adapter
+    from deepmem.adapters.trainers.artifacts import artifact_store_for, latest_query_map
 
     dataset = config.dataset_path
     model = build_training_service(config, store).embedding_model(dataset)
+    corpus = load_corpus(dataset, activeloop_token(config, dataset))
     return CorpusSearch(
-        load_corpus(dataset, activeloop_token(config, dataset)),
+        corpus,
         embedder_for_model(config, model),
-        latest_adapter(artifact_store_for(config.artifacts_location)),
+        latest_query_map(artifact_store_for(config.artifacts_location), corpus.embeddings),
     )

@@ -27,7 +27,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,10 +38,10 @@ from deepmem.adapters.trainers.adapter_maths import (
     _Adam,
     _loss_and_grad,
     _train_epoch,
-    apply_adapter,
     recall_at_k,
 )
 from deepmem.adapters.trainers.artifacts import AdapterArtifact
+from deepmem.adapters.trainers.query_maps import LINEAR, QueryModel, query_map
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.ports import JobState, JobStatus
 
@@ -137,6 +137,7 @@ class StreamedAdapterJob:
         pairs: PairPages,
         config: StreamConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        model: QueryModel | None = None,
     ) -> None:
         self.job_id = job_id
         self.run_id = run_id
@@ -147,6 +148,9 @@ class StreamedAdapterJob:
         self.pairs = pairs
         self.config = config or StreamConfig()
         self.clock = clock
+        # The map the artifact names; one matrix is trained whatever the model (its members
+        # are not: averaging is for runs small enough to train at once).
+        self.model = model or QueryModel()
 
     @property
     def corpus(self) -> Corpus:
@@ -325,9 +329,17 @@ class StreamedAdapterJob:
         held = self._held_out_set()
         corpus = self.corpus.embeddings
         before = _blocked_recall(held.embeddings, held.positives, corpus)
-        after = _blocked_recall(apply_adapter(best, held.embeddings), held.positives, corpus)
+        search_map = query_map(replace(self.model, members=1), best, corpus)
+        mapped = np.concatenate(
+            [
+                search_map.apply(held.embeddings[start : start + SCORE_BLOCK])
+                for start in range(0, len(held), SCORE_BLOCK)
+            ]
+        )
+        after = _blocked_recall(mapped, held.positives, corpus)
         metrics: dict[str, Any] = {
-            "trainer": "query_adapter",
+            "trainer": "query_adapter" if self.model.kind == LINEAR else "feedback_adapter",
+            "query_model": self.model.as_dict() | {"members": 1},
             "streamed": True,
             "pairs": progress.pairs,
             "pairs_dropped": progress.pairs_dropped,
@@ -353,6 +365,7 @@ class StreamedAdapterJob:
                 embedding_model=self.embedder.model_name,
                 dimension=corpus.shape[1],
                 metrics=metrics,
+                model=replace(self.model, members=1),
             )
         )
 
