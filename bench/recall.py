@@ -298,6 +298,40 @@ def run_trainer(
     return {"query_model": model.as_dict(), "seeds": rows, "over_seeds": summary(rows)}
 
 
+GRID_CHUNKS = (1, 2, 3, 4, 5)
+GRID_WEIGHTS = (0.5, 0.75, 1.0, 1.25)
+
+
+def feedback_grid(
+    questions: QuestionSet, collection: Collection, seeds: list[int], base: dict
+) -> list[dict[str, Any]]:
+    """The feedback adapter's W for each seed, fed back with other constants: how much the
+    result depends on them (they are fixed, not learned)."""
+    corpus = collection.corpus.embeddings
+    query_vectors = normalize(
+        cached_embeddings(wiring.offline_embedder(), collection.queries, "queries")
+    )
+    model = TRAINERS["feedback_adapter"]
+    matrices = [
+        models.train_query_model(questions, corpus, AdapterConfig(seed=s), model).matrix
+        for s in seeds
+    ]
+    cells = []
+    for chunks in GRID_CHUNKS:
+        for weight in GRID_WEIGHTS:
+            rows = [
+                seed_row(
+                    base,
+                    score(
+                        maps.FeedbackMap(m, corpus, chunks, weight).apply(query_vectors), collection
+                    ),
+                )
+                for m in matrices
+            ]
+            cells.append({"feedback_chunks": chunks, "feedback_weight": weight} | summary(rows))
+    return cells
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     embedder = wiring.offline_embedder()
@@ -319,7 +353,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, model in trainers.items():
         results[name] = run_trainer(model, questions, collection, seeds, base)
         print(f"  {name}: {len(seeds)} seeds trained", flush=True)
+    grid = feedback_grid(questions, collection, seeds, base) if args.grid else None
     return {
+        "feedback_grid": grid,
         "collection": collection.name,
         "chunks": len(collection.chunks),
         "judged_queries": len(collection.queries),
@@ -364,6 +400,18 @@ def print_report(report: dict[str, Any]) -> None:
             f"| {name} | {over['queries_better']} / {over['queries_worse']} / "
             f"{over['queries_same']} | {seconds:.1f} |"
         )
+    if report["feedback_grid"]:
+        print("\nfeedback_adapter's constants: recall@10 gain, mean (worst seed) over the seeds")
+        print("| feedback chunks | " + " | ".join(f"weight {w}" for w in GRID_WEIGHTS) + " |")
+        print("|---|" + "---:|" * len(GRID_WEIGHTS))
+        for chunks in GRID_CHUNKS:
+            cells = [c for c in report["feedback_grid"] if c["feedback_chunks"] == chunks]
+            gains = [c["relative_gain"]["recall@10"] for c in cells]
+            print(
+                f"| {chunks} | "
+                + " | ".join(f"{100 * g['mean']:+.1f}% ({100 * g['min']:+.1f}%)" for g in gains)
+                + " |"
+            )
     print(f"\n{report['seconds_total']} s in all, load average {report['load_average']}")
 
 
@@ -375,6 +423,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="the first seed")
     parser.add_argument("--seeds", type=int, default=5, help="how many seeds, from --seed")
     parser.add_argument("--ablation", action="store_true", help="also each half of the model")
+    parser.add_argument(
+        "--grid", action="store_true", help="also the feedback constants' sensitivity"
+    )
     parser.add_argument("--out", help="the JSON report (default bench/results/recall-NAME.json)")
     args = parser.parse_args(argv)
     if bool(args.corpus) != bool(args.queries):
