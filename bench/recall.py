@@ -48,8 +48,7 @@ if TYPE_CHECKING:
     from deepmem.ports import Embedder
     from deepmem.wiring import Corpus
 
-maths = wiring.adapter_maths()
-maps, models = wiring.query_models()
+maths, models, maps = wiring.adapter_maths()
 AdapterConfig, QuestionSet = maths.AdapterConfig, maths.QuestionSet
 group_pairs, normalize, top_k = maths.group_pairs, maths.normalize, maths.top_k
 relative_gain = maths.relative_gain

@@ -89,7 +89,8 @@ def test_an_artifact_written_before_model_kinds_loads_as_a_linear_map(tmp_path: 
 
     assert loaded.model == QueryModel()
     assert np.array_equal(loaded.matrix, matrix)
-    assert np.array_equal(latest_adapter(store), matrix)
+    latest = latest_adapter(store)
+    assert latest is not None and np.array_equal(latest, matrix)
     mapped = latest_query_map(store, np.eye(4, dtype=np.float32))
     assert isinstance(mapped, LinearMap)
     assert np.allclose(mapped.apply(np.array([1.0, 1.0, 0.0, 0.0])), [2, 1, 0, 0] / np.sqrt(5))

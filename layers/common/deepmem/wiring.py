@@ -293,20 +293,12 @@ def load_corpus(config: Config, dataset: str) -> Corpus:
     return corpus.load_corpus(dataset, activeloop_token(config, dataset))
 
 
-def adapter_maths() -> ModuleType:
-    """The query adapter's training maths (pure numpy functions), for benchmarks that study
-    the training itself rather than a run (`bench/recall.py`)."""
-    from deepmem.adapters.trainers import adapter_maths as maths
+def adapter_maths() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """The query adapters' numpy modules (one map's training, a query model's, the maps search
+    applies), for benchmarks that study the training itself rather than a run (bench/)."""
+    from deepmem.adapters.trainers import adapter_maths, adapter_models, query_maps
 
-    return maths
-
-
-def query_models() -> tuple[ModuleType, ModuleType]:
-    """The query maps search applies (`query_maps`) and their training (`adapter_models`),
-    pure numpy, for `bench/recall.py`."""
-    from deepmem.adapters.trainers import adapter_models, query_maps
-
-    return query_maps, adapter_models
+    return adapter_maths, adapter_models, query_maps
 
 
 def embedder_for_model(config: Config, model_name: str) -> Embedder:
@@ -333,8 +325,8 @@ def embedder_for_model(config: Config, model_name: str) -> Embedder:
 
 def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFactory:
     """(kind, run, embedding model) → Trainer: Deep Memory for `hub://` datasets, a query
-    adapter, linear or feedback (artifacts in `DEEPMEM_ARTIFACTS`: s3://bucket/prefix or a
-    folder), for any. The adapter reads a large run's pairs itself, by keyset, from `store`."""
+    adapter, linear or feedback (artifacts in `DEEPMEM_ARTIFACTS`), for any. The adapter
+    reads a large run's pairs itself, by keyset, from `store`."""
     from deepmem.domain.models import TrainerKind
 
     def trainer(kind: TrainerKind, run: TrainingRun, embedding_model: str) -> Trainer:
@@ -402,8 +394,5 @@ def build_corpus_search(config: Config, store: RunStore | None = None) -> Corpus
     dataset = config.dataset_path
     model = build_training_service(config, store).embedding_model(dataset)
     corpus = load_corpus(dataset, activeloop_token(config, dataset))
-    return CorpusSearch(
-        corpus,
-        embedder_for_model(config, model),
-        latest_query_map(artifact_store_for(config.artifacts_location), corpus.embeddings),
-    )
+    adapter = latest_query_map(artifact_store_for(config.artifacts_location), corpus.embeddings)
+    return CorpusSearch(corpus, embedder_for_model(config, model), adapter)
