@@ -109,7 +109,7 @@ def test_a_training_failure_is_shown_and_proceeded_to_completed(stack: Stack, pa
     detail.get_by_role("button", name="Proceed").click()
     expect(detail).to_have_count(0)
     expect(focus).to_have_attribute("data-status", "completed")
-    expect(focus.locator(".trainer")).to_have_text("query adapter")
+    expect(focus.locator(".trainer")).to_have_text("feedback adapter")
     expect(focus.locator("table.recall td.num").first).to_have_text(re.compile(r"\d.*% → \d.*%"))
     snap(page, "training-proceeded-completed")
 
@@ -277,7 +277,7 @@ def test_a_generated_row_shows_its_pairs_and_trains_and_a_completed_row_selects(
     focus.get_by_role("button", name="Train").click()
     expect(focus).to_have_attribute("data-status", "completed")
     expect(focus.locator("table.recall")).to_be_visible()
-    expect(focus.locator(".trainer")).to_have_text("query adapter")
+    expect(focus.locator(".trainer")).to_have_text("feedback adapter")
 
     page.reload()
     select = row(page, run_id).locator("button.row-select")
@@ -315,7 +315,7 @@ def test_settings_are_edited_and_a_refusal_is_shown_as_its_detail(stack: Stack, 
     open_page(page, stack)
     card = page.locator(".settings-card")
     expect(card.locator(".local-dataset")).to_contain_text("hub://")
-    expect(card.locator(".effective-trainer")).to_have_text("query adapter")
+    expect(card.locator(".effective-trainer")).to_have_text("feedback adapter")
     field = card.get_by_label("Chunks per batch")
     field.fill("3")
     card.get_by_role("button", name="Save settings").click()

@@ -374,6 +374,14 @@ def test_settings_round_trip_and_lock(store: RunStore) -> None:
     assert store.get_settings() == changed
 
 
+@pytest.mark.parametrize("trainer", list(TrainerKind))
+def test_every_trainer_kind_is_a_storable_setting(store: RunStore, trainer: TrainerKind) -> None:
+    """The database's check constraint names every trainer the domain knows."""
+    changed = Settings(trainer=trainer)
+    assert store.update_settings(changed) == changed
+    assert store.get_settings().trainer is trainer
+
+
 def test_compare_and_set_on_the_attempt(store: RunStore) -> None:
     run_id = _move_to(store, RunStatus.GENERATING_FAILED)
     proceeded = store.transition(

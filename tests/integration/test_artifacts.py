@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -10,10 +12,14 @@ import pytest
 from deepmem.adapters.trainers.artifacts import (
     AdapterArtifact,
     ArtifactNotFoundError,
+    ArtifactStoreError,
     LocalArtifactStore,
     S3ArtifactStore,
     artifact_store_for,
+    latest_adapter,
+    latest_query_map,
 )
+from deepmem.adapters.trainers.query_maps import FEEDBACK_MODEL, FeedbackMap, LinearMap, QueryModel
 from moto import mock_aws
 
 
@@ -66,3 +72,54 @@ def test_s3_round_trip_under_moto() -> None:
         assert store.latest_job_id() == saved.job_id
         with pytest.raises(ArtifactNotFoundError):
             store.load("adapter-missing-1")
+
+
+def test_an_artifact_written_before_model_kinds_loads_as_a_linear_map(tmp_path: Path) -> None:
+    """The files an older deepmem wrote: a matrix and metadata without `query_model`."""
+    folder = tmp_path / "artifacts" / "adapter-old-1"
+    folder.mkdir(parents=True)
+    matrix = np.diag([2.0, 1.0, 1.0, 1.0]).astype(np.float32)
+    np.save(folder / "adapter.npy", matrix, allow_pickle=False)
+    meta = {"job_id": "adapter-old-1", "run_id": "old", "embedding_model": "m", "dimension": 4}
+    (folder / "adapter.json").write_text(json.dumps(meta | {"metrics": {}}))
+    (tmp_path / "artifacts" / "latest.json").write_text(json.dumps({"job_id": "adapter-old-1"}))
+    store = LocalArtifactStore(tmp_path / "artifacts")
+
+    loaded = store.load("adapter-old-1")
+
+    assert loaded.model == QueryModel()
+    assert np.array_equal(loaded.matrix, matrix)
+    latest = latest_adapter(store)
+    assert latest is not None and np.array_equal(latest, matrix)
+    mapped = latest_query_map(store, np.eye(4, dtype=np.float32))
+    assert isinstance(mapped, LinearMap)
+    assert np.allclose(mapped.apply(np.array([1.0, 1.0, 0.0, 0.0])), [2, 1, 0, 0] / np.sqrt(5))
+
+
+def test_a_feedback_artifact_keeps_its_model_and_maps_through_the_corpus(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    saved = replace(_artifact("feedback-r1-1"), model=FEEDBACK_MODEL)
+    store.save(saved)
+    corpus = np.eye(4, dtype=np.float32)
+
+    loaded = store.load("feedback-r1-1")
+
+    assert loaded.model == FEEDBACK_MODEL
+    assert json.loads((tmp_path / "artifacts/feedback-r1-1/adapter.json").read_text())[
+        "query_model"
+    ] == {"kind": "feedback", "feedback_chunks": 2, "feedback_weight": 0.75, "members": 3}
+    mapped = loaded.query_map(corpus)
+    assert isinstance(mapped, FeedbackMap) and mapped.corpus is corpus
+    query = np.array([0.3, 1.0, 0.2, 0.0], dtype=np.float32)
+    assert not np.allclose(mapped.apply(query), LinearMap(saved.matrix).apply(query))
+    with pytest.raises(ValueError, match="needs the corpus"):
+        loaded.query_map()
+
+
+def test_an_artifact_of_an_unknown_model_kind_is_a_store_error(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    where = Path(store.save(_artifact()))
+    meta = json.loads((where / "adapter.json").read_text())
+    (where / "adapter.json").write_text(json.dumps(meta | {"query_model": {"kind": "mlp"}}))
+    with pytest.raises(ArtifactStoreError, match="unknown query model kind"):
+        store.load("adapter-r1-1")

@@ -9,13 +9,15 @@ from uuid import uuid4
 import numpy as np
 import pytest
 from deepmem.adapters.dataset.corpus import (
+    CorpusSearch,
     dataset_embedding_model,
     evaluate_queries,
     load_corpus,
     search,
 )
-from deepmem.adapters.trainers.artifacts import LocalArtifactStore
+from deepmem.adapters.trainers.artifacts import LocalArtifactStore, latest_query_map
 from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
+from deepmem.adapters.trainers.query_maps import FEEDBACK_MODEL, FeedbackMap
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.domain.models import TrainingPair, TrainingRun
 from deepmem.domain.status import RunStatus
@@ -121,3 +123,29 @@ def test_evaluate_queries_with_and_without_the_adapter(
     assert report["queries"] == 50 and report["skipped"] == 1
     assert report["adapter"]["recall@1"] > report["base"]["recall@1"] + 0.3
     assert report["relative_gain"]["recall@1"] > 0
+
+
+def test_the_feedback_trainer_stores_its_model_and_search_applies_it(
+    planted: tuple[str, TableEmbedder, list[str]], tmp_path: Path
+) -> None:
+    path, embedder, asked = planted
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    trainer = QueryAdapterTrainer(path, embedder, store, model=FEEDBACK_MODEL)
+    run = _run()
+
+    job_id = trainer.submit(run, _pairs(run, asked, CHUNKS))
+
+    assert job_id == f"feedback-{run.id}-1"
+    status = trainer.check(job_id)
+    assert status.state is JobState.COMPLETED
+    assert status.metrics["trainer"] == "feedback_adapter"
+    assert status.metrics["query_model"] == FEEDBACK_MODEL.as_dict()
+    assert store.load(job_id).model == FEEDBACK_MODEL
+    corpus = load_corpus(path)
+    mapped = latest_query_map(store, corpus.embeddings)
+    assert isinstance(mapped, FeedbackMap)
+    found = CorpusSearch(corpus, embedder, mapped)
+    report = found.evaluate(asked[:50], [[f"id-{i}"] for i in range(50)])
+    assert report["adapter"]["recall@10"] > report["base"]["recall@10"]
+    hits = found.search(asked[7], k=3)
+    assert hits[0].id == "id-7"

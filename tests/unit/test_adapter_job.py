@@ -17,6 +17,7 @@ from deepmem.adapters.dataset.corpus import Corpus
 from deepmem.adapters.trainers.adapter_job import StreamConfig, StreamedAdapterJob
 from deepmem.adapters.trainers.adapter_maths import normalize
 from deepmem.adapters.trainers.artifacts import LocalArtifactStore
+from deepmem.adapters.trainers.query_maps import FEEDBACK_MODEL, FeedbackMap, QueryModel
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.domain.models import TrainingPair
 from deepmem.ports import JobState
@@ -66,7 +67,12 @@ def _pairs() -> list[TrainingPair]:
     return pairs
 
 
-def _job(tmp: Path, embedder: HashingEmbedder, pairs: list[TrainingPair]) -> StreamedAdapterJob:
+def _job(
+    tmp: Path,
+    embedder: HashingEmbedder,
+    pairs: list[TrainingPair],
+    model: QueryModel | None = None,
+) -> StreamedAdapterJob:
     corpus = _corpus()
 
     def pages(after: int, limit: int) -> list[TrainingPair]:
@@ -80,6 +86,7 @@ def _job(tmp: Path, embedder: HashingEmbedder, pairs: list[TrainingPair]) -> Str
         corpus=lambda: corpus,
         pairs=pages,
         config=CONFIG,
+        model=model,
     )
 
 
@@ -195,3 +202,20 @@ def test_nothing_is_reused_across_a_change_of_model_or_of_pairs(tmp_path: Path) 
     again = CountingEmbedder()
     _attempt(tmp_path, 4, again, pairs).run(seconds=3600)
     assert sum(again.seen.values()) == 600
+
+
+def test_a_streamed_feedback_job_trains_one_matrix_and_names_its_model(tmp_path: Path) -> None:
+    pairs = _pairs()
+    linear = _job(tmp_path / "linear", HashingEmbedder(16), pairs).run(seconds=3600)
+    feedback = _job(tmp_path / "fb", HashingEmbedder(16), pairs, FEEDBACK_MODEL).run(3600)
+    assert linear.state is feedback.state is JobState.COMPLETED
+
+    plain = LocalArtifactStore(tmp_path / "linear").load("adapter-x-1")
+    fed = LocalArtifactStore(tmp_path / "fb").load("adapter-x-1")
+    # The same matrix (the streamed path does not average members), another map over it.
+    np.testing.assert_array_equal(plain.matrix, fed.matrix)
+    assert plain.model == QueryModel()
+    assert fed.model.kind == "feedback" and fed.model.members == 1
+    assert fed.metrics["trainer"] == "feedback_adapter"
+    assert isinstance(fed.query_map(_corpus().embeddings), FeedbackMap)
+    assert fed.metrics["recall_after"] != plain.metrics["recall_after"]

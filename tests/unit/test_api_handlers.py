@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from types import ModuleType
 from uuid import UUID, uuid4
@@ -489,7 +490,7 @@ def test_settings_show_what_blocks(fn, service, store) -> None:
     assert empty.body["has_blocking_run"] is False
     assert empty.body["blocking_run_id"] is None
     assert empty.body["is_cloud"] is False
-    assert empty.body["effective_trainer"] == "query_adapter"
+    assert empty.body["effective_trainer"] == "feedback_adapter"
     assert empty.body["questions_per_chunk"] == 3
 
     run_id = generate(fn)
@@ -512,6 +513,19 @@ def test_a_hub_dataset_trains_with_deep_memory_unless_forced(fn, store, workflow
     assert forced.status == 200
     assert forced.body["effective_trainer"] == "query_adapter"
     assert store.get_settings().trainer is TrainerKind.QUERY_ADAPTER
+
+
+def test_either_adapter_can_be_chosen_and_an_unknown_trainer_is_422(fn, service, store) -> None:
+    linear = call(fn["settings"], api_event("PUT", f"{P}/settings", {"trainer": "query_adapter"}))
+    assert (linear.status, linear.body["effective_trainer"]) == (200, "query_adapter")
+    unknown = call(fn["settings"], api_event("PUT", f"{P}/settings", {"trainer": "mlp_adapter"}))
+
+    assert unknown.status == 422
+    assert "trainer" in json.dumps(unknown.body)
+    assert store.get_settings().trainer is TrainerKind.QUERY_ADAPTER
+    back = call(fn["settings"], api_event("PUT", f"{P}/settings", {"trainer": "feedback_adapter"}))
+    assert (back.status, back.body["effective_trainer"]) == (200, "feedback_adapter")
+    assert store.get_settings().trainer is TrainerKind.FEEDBACK_ADAPTER
 
 
 def test_deep_memory_on_a_local_dataset_is_409(fn, service, store) -> None:

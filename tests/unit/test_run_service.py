@@ -137,8 +137,10 @@ def test_cancel_needs_an_active_run(service, store) -> None:
     ("setting", "dataset", "expected"),
     [
         (TrainerKind.AUTO, "hub://org/kb", TrainerKind.DEEP_MEMORY),
-        (TrainerKind.AUTO, "/data/kb", TrainerKind.QUERY_ADAPTER),
+        (TrainerKind.AUTO, "/data/kb", TrainerKind.FEEDBACK_ADAPTER),
         (TrainerKind.QUERY_ADAPTER, "hub://org/kb", TrainerKind.QUERY_ADAPTER),
+        (TrainerKind.QUERY_ADAPTER, "/data/kb", TrainerKind.QUERY_ADAPTER),
+        (TrainerKind.FEEDBACK_ADAPTER, "hub://org/kb", TrainerKind.FEEDBACK_ADAPTER),
         (TrainerKind.DEEP_MEMORY, "hub://org/kb", TrainerKind.DEEP_MEMORY),
         (TrainerKind.DEEP_MEMORY, "/data/kb", None),
     ],

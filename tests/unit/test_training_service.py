@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from deepmem.domain.errors import InvalidTransitionError, TrainingError
 from deepmem.domain.models import BatchRecord, ChunkQuestions, Settings, TrainerKind, TrainingRun
 from deepmem.domain.status import RunStatus
-from deepmem.domain.trainers import choose_trainer, kind_of_job
+from deepmem.domain.trainers import adapter_job_id, choose_trainer, kind_of_job, run_of_adapter_job
 from deepmem.ports import JobState, JobStatus, Trainer
 from deepmem.services.training import TrainingService, needs_resubmit, suggest_wait
 
@@ -43,11 +43,27 @@ class Factory:
 
 def test_trainer_choice() -> None:
     assert choose_trainer(TrainerKind.AUTO, "hub://org/ds") is TrainerKind.DEEP_MEMORY
-    assert choose_trainer(TrainerKind.AUTO, ".deepmem/dataset") is TrainerKind.QUERY_ADAPTER
+    local = ".deepmem/dataset"
+    assert choose_trainer(TrainerKind.AUTO, local) is TrainerKind.FEEDBACK_ADAPTER
+    assert choose_trainer(TrainerKind.QUERY_ADAPTER, local) is TrainerKind.QUERY_ADAPTER
     assert choose_trainer(TrainerKind.QUERY_ADAPTER, "hub://org/ds") is TrainerKind.QUERY_ADAPTER
+    feedback = TrainerKind.FEEDBACK_ADAPTER
+    assert choose_trainer(feedback, "hub://org/ds") is feedback
     assert choose_trainer(TrainerKind.DEEP_MEMORY, "hub://org/ds") is TrainerKind.DEEP_MEMORY
     with pytest.raises(TrainingError, match="hub://"):
         choose_trainer(TrainerKind.DEEP_MEMORY, "s3://bucket/ds")
+
+
+def test_each_adapter_kind_has_its_own_job_ids() -> None:
+    run_id = uuid4()
+    linear = adapter_job_id(run_id, 2)
+    feedback = adapter_job_id(run_id, 2, TrainerKind.FEEDBACK_ADAPTER)
+    assert linear == f"adapter-{run_id}-2" and feedback == f"feedback-{run_id}-2"
+    assert kind_of_job(linear) is TrainerKind.QUERY_ADAPTER
+    assert kind_of_job(feedback) is TrainerKind.FEEDBACK_ADAPTER
+    assert kind_of_job("job-123") is TrainerKind.DEEP_MEMORY
+    assert run_of_adapter_job(linear) == run_of_adapter_job(feedback) == str(run_id)
+    assert suggest_wait(TrainerKind.FEEDBACK_ADAPTER, JobState.TRAINING, 5) == 0
 
 
 def test_resubmit_only_over_failed_jobs_and_backoff_grows() -> None:
@@ -65,8 +81,8 @@ def test_resubmit_only_over_failed_jobs_and_backoff_grows() -> None:
 def test_submit_sends_every_page_of_pairs_then_check_completes_the_run() -> None:
     store = MemoryRunStore()
     run_id = _training_run(store)
-    trainer = ScriptedTrainer(job_prefix="adapter")
-    service = TrainingService(store, Factory(query_adapter=trainer))
+    trainer = ScriptedTrainer(job_prefix="feedback")  # `auto` on a local dataset
+    service = TrainingService(store, Factory(feedback_adapter=trainer))
 
     step = service.submit(run_id, attempt=1)
 
@@ -112,13 +128,15 @@ def test_resubmit_reuses_a_running_job_and_replaces_a_failed_one() -> None:
 def test_submit_refuses_runs_not_training_and_stale_attempts() -> None:
     store = MemoryRunStore()
     run = store.create_run("/data/ds", None)
-    service = TrainingService(store, Factory(query_adapter=ScriptedTrainer()))
+    service = TrainingService(store, Factory(feedback_adapter=ScriptedTrainer()))
     with pytest.raises(InvalidTransitionError):
         service.submit(run.id)
     other = MemoryRunStore()
     run_id = _training_run(other)
     with pytest.raises(InvalidTransitionError):
-        TrainingService(other, Factory(query_adapter=ScriptedTrainer())).submit(run_id, attempt=2)
+        TrainingService(other, Factory(feedback_adapter=ScriptedTrainer())).submit(
+            run_id, attempt=2
+        )
 
 
 def test_the_settings_can_force_the_adapter_on_a_hub_dataset() -> None:

@@ -295,12 +295,12 @@ def load_corpus(config: Config, dataset: str) -> Corpus:
     return corpus.load_corpus(dataset, activeloop_token(config, dataset))
 
 
-def adapter_maths() -> ModuleType:
-    """The query adapter's training maths (pure numpy functions), for benchmarks that study
-    the training itself rather than a run (`bench/recall.py`)."""
-    from deepmem.adapters.trainers import adapter_maths as maths
+def adapter_maths() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """The query adapters' numpy modules (one map's training, a query model's, the maps search
+    applies), for benchmarks that study the training itself rather than a run (bench/)."""
+    from deepmem.adapters.trainers import adapter_maths, adapter_models, query_maps
 
-    return maths
+    return adapter_maths, adapter_models, query_maps
 
 
 def embedder_for_model(config: Config, model_name: str) -> Embedder:
@@ -326,8 +326,8 @@ def embedder_for_model(config: Config, model_name: str) -> Embedder:
 
 
 def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFactory:
-    """(kind, run, embedding model) → Trainer: Deep Memory (`hub://`) or the query adapter
-    (artifacts in `DEEPMEM_ARTIFACTS`); both read a run's pairs by keyset from `store`."""
+    """(kind, run, embedding model) → Trainer: Deep Memory (`hub://`) or a query adapter,
+    linear or feedback (artifacts in `DEEPMEM_ARTIFACTS`); all read a run's pairs by keyset."""
     from deepmem.domain.models import TrainerKind
 
     def trainer(kind: TrainerKind, run: TrainingRun, embedding_model: str) -> Trainer:
@@ -342,7 +342,7 @@ def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFac
                 run.dataset, token, embedder, api_url=api, pairs=pairs, max_pairs=limit
             )
         from deepmem.adapters.trainers.artifacts import artifact_store_for
-        from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer
+        from deepmem.adapters.trainers.query_adapter import QueryAdapterTrainer, query_model_for
 
         return QueryAdapterTrainer(
             run.dataset,
@@ -352,6 +352,7 @@ def trainer_factory(config: Config, store: RunStore | None = None) -> TrainerFac
             pairs=pairs,
             stream_above=config.adapter_stream_above,
             seconds_per_call=config.train_seconds_per_call,
+            model=query_model_for(kind),
         )
 
     return trainer
@@ -390,12 +391,10 @@ def build_corpus_search(config: Config, store: RunStore | None = None) -> Corpus
     """The configured dataset as a search corpus, its queries embedded by the model training
     uses (the same decision, `TrainingService.embedding_model`), with the latest adapter."""
     from deepmem.adapters.dataset.corpus import CorpusSearch, load_corpus
-    from deepmem.adapters.trainers.artifacts import artifact_store_for, latest_adapter
+    from deepmem.adapters.trainers.artifacts import artifact_store_for, latest_query_map
 
     dataset = config.dataset_path
     model = build_training_service(config, store).embedding_model(dataset)
-    return CorpusSearch(
-        load_corpus(dataset, activeloop_token(config, dataset)),
-        embedder_for_model(config, model),
-        latest_adapter(artifact_store_for(config.artifacts_location)),
-    )
+    corpus = load_corpus(dataset, activeloop_token(config, dataset))
+    adapter = latest_query_map(artifact_store_for(config.artifacts_location), corpus.embeddings)
+    return CorpusSearch(corpus, embedder_for_model(config, model), adapter)

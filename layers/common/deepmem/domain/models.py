@@ -18,9 +18,10 @@ ModelName = Annotated[
 
 
 class TrainerKind(StrEnum):
-    AUTO = "auto"  # Deep Memory for hub:// datasets, the query adapter otherwise
+    AUTO = "auto"  # Deep Memory for hub:// datasets, the feedback adapter otherwise
     DEEP_MEMORY = "deep_memory"
-    QUERY_ADAPTER = "query_adapter"
+    QUERY_ADAPTER = "query_adapter"  # a learned linear map of the query embedding
+    FEEDBACK_ADAPTER = "feedback_adapter"  # that map averaged over seeds, plus feedback
 
 
 class TrainingRun(BaseModel):

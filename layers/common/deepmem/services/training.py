@@ -22,7 +22,7 @@ from uuid import UUID
 from deepmem.domain.errors import StaleWorkerError, TrainingError
 from deepmem.domain.models import TrainerKind, TrainingPair, TrainingRun
 from deepmem.domain.status import RunStatus
-from deepmem.domain.trainers import choose_trainer, kind_of_job
+from deepmem.domain.trainers import ADAPTER_KINDS, choose_trainer, kind_of_job
 from deepmem.ports import JobState, JobStatus, RunStore, Trainer
 
 PAIR_PAGE = 1000
@@ -50,11 +50,11 @@ def suggest_wait(
 ) -> int:
     """Seconds the state machine should wait before the next check.
 
-    The query adapter trains inside `submit`: its job is done at once. Deep Memory jobs take
+    The query adapters train inside `submit`: its job is done at once. Deep Memory jobs take
     minutes to hours: exponential backoff over the polls (30 s doubling to 10 min), or when
     the poll count is unknown a quarter of the job's age within the same bounds.
     """
-    if kind is TrainerKind.QUERY_ADAPTER or state is JobState.COMPLETED:
+    if kind in ADAPTER_KINDS or state is JobState.COMPLETED:
         return 0
     base, cap = 30, 600
     if poll is not None:

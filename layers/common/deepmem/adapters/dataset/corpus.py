@@ -11,12 +11,12 @@ import numpy as np
 
 from deepmem.adapters.trainers.adapter_maths import (
     RECALL_KS,
-    apply_adapter,
     normalize,
     recall_at_k,
     relative_gain,
     top_k,
 )
+from deepmem.adapters.trainers.query_maps import QueryMap, as_query_map
 from deepmem.domain.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -91,11 +91,12 @@ def search(
     embedder: Embedder,
     dataset_path: str | None = None,
     corpus: Corpus | None = None,
-    adapter: np.ndarray | None = None,
+    adapter: QueryMap | np.ndarray | None = None,
     k: int = 10,
     token: str | None = None,
 ) -> list[SearchHit]:
-    """Embed `question`, apply the adapter (if any) and return the k nearest chunks.
+    """Embed `question`, apply the adapter (if any: a query map, or a linear adapter's
+    matrix) and return the k nearest chunks.
 
     Pass `corpus` to reuse one loaded dataset across many searches.
     """
@@ -109,7 +110,7 @@ def search(
             f"the embedder {embedder.model_name} gives {query.shape[1]} dimensions, the "
             f"dataset {corpus.dimension}: search with the model that built the dataset"
         )
-    vector = apply_adapter(adapter, query) if adapter is not None else normalize(query)
+    vector = as_query_map(adapter).apply(query)
     rows = top_k(vector, corpus.embeddings, k)[0].tolist()
     scores = (corpus.embeddings[rows] @ vector[0]).tolist()
     texts = corpus.texts(rows, token)
@@ -139,7 +140,7 @@ def evaluate_queries(
     queries: Sequence[str],
     relevant_ids: Sequence[Sequence[str]],
     *,
-    adapter: np.ndarray | None = None,
+    adapter: QueryMap | np.ndarray | None = None,
     ks: Sequence[int] = RECALL_KS,
 ) -> dict[str, Any]:
     """recall@k of `queries` against their judged chunk ids, with and without the adapter
@@ -161,7 +162,8 @@ def evaluate_queries(
         "base": recall_at_k(vectors, positives, corpus.embeddings, ks),
     }
     if adapter is not None:
-        adapted = recall_at_k(apply_adapter(adapter, vectors), positives, corpus.embeddings, ks)
+        mapped = as_query_map(adapter).apply(vectors)
+        adapted = recall_at_k(mapped, positives, corpus.embeddings, ks)
         result["adapter"] = adapted
         result["relative_gain"] = {k: relative_gain(result["base"][k], adapted[k]) for k in adapted}
     return result
@@ -174,7 +176,7 @@ class CorpusSearch:
 
     corpus: Corpus
     embedder: Embedder
-    adapter: np.ndarray | None
+    adapter: QueryMap | np.ndarray | None
 
     def search(self, question: str, *, k: int, use_adapter: bool = True) -> list[SearchHit]:
         adapter = self.adapter if use_adapter else None

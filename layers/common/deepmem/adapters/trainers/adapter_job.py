@@ -29,7 +29,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,13 +40,16 @@ from deepmem.adapters.trainers.adapter_maths import (
     _Adam,
     _loss_and_grad,
     _train_epoch,
-    apply_adapter,
     recall_at_k,
 )
 from deepmem.adapters.trainers.artifacts import AdapterArtifact
 from deepmem.adapters.trainers.embedded_questions import EmbeddedQuestions
 from deepmem.adapters.trainers.embedded_questions import load_npz as _load_npz
 from deepmem.adapters.trainers.embedded_questions import npz as _npz
+from deepmem.adapters.trainers.embedded_questions import pack as _pack
+from deepmem.adapters.trainers.embedded_questions import pack_rows as _pack_rows
+from deepmem.adapters.trainers.embedded_questions import unpack as _unpack
+from deepmem.adapters.trainers.query_maps import LINEAR, QueryModel, query_map
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.ports import JobState, JobStatus
 
@@ -102,27 +105,6 @@ class JobProgress:
     shards_reused: int = 0  # pages whose embeddings an earlier attempt of the run had made
 
 
-def _pack(questions: QuestionSet) -> bytes:
-    offsets = np.cumsum([0] + [len(p) for p in questions.positives]).astype(np.int64)
-    flat = np.array([r for p in questions.positives for r in p], dtype=np.int64)
-    return _npz(embeddings=questions.embeddings, offsets=offsets, positives=flat)
-
-
-def _pack_rows(key: str, rows: list[int], positives: list[list[int]]) -> bytes:
-    offsets = np.cumsum([0] + [len(p) for p in positives]).astype(np.int64)
-    flat = np.array([r for p in positives for r in p], dtype=np.int64)
-    return _npz(
-        key=np.array(key), rows=np.array(rows, dtype=np.int64), offsets=offsets, positives=flat
-    )
-
-
-def _unpack(data: bytes) -> QuestionSet:
-    arrays = _load_npz(data)
-    offsets, flat = arrays["offsets"], arrays["positives"]
-    positives = [flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
-    return QuestionSet(arrays["embeddings"].astype(np.float32), positives)
-
-
 def _held_out(question: str, share: float) -> bool:
     digest = hashlib.sha256(question.encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < share
@@ -140,6 +122,7 @@ class StreamedAdapterJob:
         pairs: PairPages,
         config: StreamConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        model: QueryModel | None = None,
     ) -> None:
         self.job_id = job_id
         self.run_id = run_id
@@ -150,6 +133,9 @@ class StreamedAdapterJob:
         self.pairs = pairs
         self.config = config or StreamConfig()
         self.clock = clock
+        # The map the artifact names; one matrix is trained whatever the model (its members
+        # are not: averaging is for runs small enough to train at once).
+        self.model = model or QueryModel()
 
     @property
     def corpus(self) -> Corpus:
@@ -345,9 +331,17 @@ class StreamedAdapterJob:
         held = self._held_out_set()
         corpus = self.corpus.embeddings
         before = _blocked_recall(held.embeddings, held.positives, corpus)
-        after = _blocked_recall(apply_adapter(best, held.embeddings), held.positives, corpus)
+        search_map = query_map(replace(self.model, members=1), best, corpus)
+        mapped = np.concatenate(
+            [
+                search_map.apply(held.embeddings[start : start + SCORE_BLOCK])
+                for start in range(0, len(held), SCORE_BLOCK)
+            ]
+        )
+        after = _blocked_recall(mapped, held.positives, corpus)
         metrics: dict[str, Any] = {
-            "trainer": "query_adapter",
+            "trainer": "query_adapter" if self.model.kind == LINEAR else "feedback_adapter",
+            "query_model": self.model.as_dict() | {"members": 1},
             "streamed": True,
             "pairs": progress.pairs,
             "pairs_dropped": progress.pairs_dropped,
@@ -375,6 +369,7 @@ class StreamedAdapterJob:
                 embedding_model=self.embedder.model_name,
                 dimension=corpus.shape[1],
                 metrics=metrics,
+                model=replace(self.model, members=1),
             )
         )
 

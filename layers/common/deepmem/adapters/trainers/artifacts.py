@@ -2,7 +2,9 @@
 
 One artifact per training job, under `<location>/<job_id>/`:
 - `adapter.npy`: the d-by-d matrix (float32), readable with `numpy.load` alone;
-- `adapter.json`: the embedding model's name, the dimension, the run id and the metrics.
+- `adapter.json`: the embedding model's name, the dimension, the run id, the metrics and the
+  query model (`query_maps.QueryModel`: its kind and constants; an artifact written before
+  there were kinds has none and is linear).
 `latest.json` at the root names the job of the last artifact saved, for `deepmem search`.
 """
 
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from deepmem.adapters.trainers.query_maps import QueryMap, QueryModel, query_map
 from deepmem.domain.errors import DeepmemError
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ class AdapterArtifact:
     dimension: int
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    model: QueryModel = field(default_factory=QueryModel)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -55,7 +59,13 @@ class AdapterArtifact:
             "dimension": self.dimension,
             "metrics": self.metrics,
             "created_at": self.created_at,
+            "query_model": self.model.as_dict(),
         }
+
+    def query_map(self, corpus: np.ndarray | None = None) -> QueryMap:
+        """What search applies to a query with this adapter; `corpus` (the chunk embeddings,
+        rows L2-normalised) is needed by a feedback model."""
+        return query_map(self.model, self.matrix, corpus)
 
 
 class ArtifactStore(Protocol):
@@ -89,6 +99,17 @@ def latest_adapter(store: ArtifactStore) -> np.ndarray | None:
         return None
 
 
+def latest_query_map(store: ArtifactStore, corpus: np.ndarray) -> QueryMap | None:
+    """The query map of the latest adapter trained, over `corpus`; None when there is none."""
+    job_id = store.latest_job_id()
+    if job_id is None:
+        return None
+    try:
+        return store.load(job_id).query_map(corpus)
+    except ArtifactNotFoundError:
+        return None
+
+
 def _matrix_bytes(matrix: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(matrix, dtype=np.float32), allow_pickle=False)
@@ -110,6 +131,7 @@ def _artifact(meta: dict[str, Any], matrix_bytes: bytes) -> AdapterArtifact:
         dimension=int(meta["dimension"]),
         metrics=meta.get("metrics", {}),
         created_at=meta.get("created_at", ""),
+        model=QueryModel.from_dict(meta.get("query_model")),
     )
 
 

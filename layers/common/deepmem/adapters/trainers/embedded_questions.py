@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deepmem.adapters.dataset.corpus import embed_questions
+from deepmem.adapters.trainers.adapter_maths import QuestionSet
 
 if TYPE_CHECKING:
     from deepmem.adapters.trainers.artifacts import ArtifactStore
@@ -42,6 +43,28 @@ def npz(**arrays: np.ndarray) -> bytes:
 def load_npz(data: bytes) -> dict[str, np.ndarray]:
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         return {name: archive[name] for name in archive.files}
+
+
+#: A question set, or a shard's rows into a page, as one npz file (a streamed job's files).
+def pack(questions: QuestionSet) -> bytes:
+    offsets = np.cumsum([0] + [len(p) for p in questions.positives]).astype(np.int64)
+    flat = np.array([r for p in questions.positives for r in p], dtype=np.int64)
+    return npz(embeddings=questions.embeddings, offsets=offsets, positives=flat)
+
+
+def pack_rows(key: str, rows: list[int], positives: list[list[int]]) -> bytes:
+    offsets = np.cumsum([0] + [len(p) for p in positives]).astype(np.int64)
+    flat = np.array([r for p in positives for r in p], dtype=np.int64)
+    return npz(
+        key=np.array(key), rows=np.array(rows, dtype=np.int64), offsets=offsets, positives=flat
+    )
+
+
+def unpack(data: bytes) -> QuestionSet:
+    arrays = load_npz(data)
+    offsets, flat = arrays["offsets"], arrays["positives"]
+    positives = [flat[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+    return QuestionSet(arrays["embeddings"].astype(np.float32), positives)
 
 
 def distinct_questions(page: Sequence[TrainingPair]) -> list[str]:

@@ -1,5 +1,6 @@
-"""The Trainer port over the query adapter (`adapter_maths`): a learned linear map W applied to
-query embeddings before search.
+"""The Trainer port over the query adapters (`adapter_maths`, `adapter_models`): a learned
+linear map W applied to query embeddings before search, alone (`linear`) or averaged over
+seeds and followed by a feedback step against the corpus (`feedback`, `query_maps`).
 
 The same idea as Deep Memory, trained here with numpy only, so it works for any dataset (local
 ones included). Chunk embeddings are left untouched: only the query side moves, so the dataset
@@ -17,10 +18,12 @@ from deepmem.adapters.trainers.adapter_maths import (
     AdapterResult,
     QuestionSet,
     group_pairs,
-    train_adapter,
 )
+from deepmem.adapters.trainers.adapter_models import train_query_model
+from deepmem.adapters.trainers.query_maps import FEEDBACK, FEEDBACK_MODEL, QueryModel
 from deepmem.domain.errors import DatasetError, NotEnoughPairsError
-from deepmem.domain.trainers import ADAPTER_JOB_PREFIX, adapter_job_id
+from deepmem.domain.models import TrainerKind
+from deepmem.domain.trainers import adapter_job_id, run_of_adapter_job
 from deepmem.ports import JobState, JobStatus
 
 if TYPE_CHECKING:
@@ -30,11 +33,17 @@ if TYPE_CHECKING:
     from deepmem.ports import Embedder
 
 
+def query_model_for(kind: TrainerKind) -> QueryModel:
+    """The query model a trainer setting trains: linear, or the feedback model's defaults."""
+    return FEEDBACK_MODEL if kind is TrainerKind.FEEDBACK_ADAPTER else QueryModel()
+
+
 def train_on_pairs(
     pairs: Sequence[tuple[str, str]],
     corpus: Corpus,
     embedder: Embedder,
     config: AdapterConfig | None = None,
+    model: QueryModel | None = None,
 ) -> AdapterResult:
     """(question, chunk id) pairs → trained adapter, with pair bookkeeping in the metrics."""
     config = config or AdapterConfig()
@@ -51,7 +60,7 @@ def train_on_pairs(
             f"dataset {corpus.path} {corpus.dimension}: train with the model that built it"
         )
     embedded = QuestionSet(embed_questions(embedder, questions), positives)
-    result = train_adapter(embedded, corpus.embeddings, config)
+    result = train_query_model(embedded, corpus.embeddings, config, model)
     metrics = result.metrics | {
         "pairs": len(pairs),
         "pairs_dropped": dropped,
@@ -90,6 +99,7 @@ class QueryAdapterTrainer:
         stream_above: int = 200_000,
         seconds_per_call: float = 600.0,
         stream_config: StreamConfig | None = None,
+        model: QueryModel | None = None,
     ) -> None:
         self.dataset_path = dataset_path
         self.embedder = embedder
@@ -100,6 +110,12 @@ class QueryAdapterTrainer:
         self.stream_above = stream_above
         self.seconds_per_call = seconds_per_call
         self.stream_config = stream_config
+        self.model = model or QueryModel()
+        self.kind = (
+            TrainerKind.FEEDBACK_ADAPTER
+            if self.model.kind == FEEDBACK
+            else TrainerKind.QUERY_ADAPTER
+        )
 
     def _corpus(self) -> Corpus:
         """The dataset's corpus, kept for the next invocation of a warm function: a streamed
@@ -122,12 +138,13 @@ class QueryAdapterTrainer:
             corpus=self._corpus,
             pairs=self.pairs,
             config=self.stream_config,
+            model=self.model,
         )
 
     def submit(self, run: TrainingRun, pairs: Iterable[TrainingPair]) -> str:
         from deepmem.adapters.trainers.artifacts import AdapterArtifact, ArtifactNotFoundError
 
-        job_id = adapter_job_id(run.id, run.attempt)
+        job_id = adapter_job_id(run.id, run.attempt, self.kind)
         try:
             self.artifacts.load(job_id)
             return job_id  # this attempt already trained: a retried call must not redo it
@@ -138,7 +155,11 @@ class QueryAdapterTrainer:
             return job_id
         corpus = load_corpus(self.dataset_path, self.token)
         result = train_on_pairs(
-            [(p.question, p.chunk_id) for p in pairs], corpus, self.embedder, self.config
+            [(p.question, p.chunk_id) for p in pairs],
+            corpus,
+            self.embedder,
+            self.config,
+            self.model,
         )
         self.artifacts.save(
             AdapterArtifact(
@@ -148,6 +169,7 @@ class QueryAdapterTrainer:
                 embedding_model=self.embedder.model_name,
                 dimension=corpus.dimension,
                 metrics=result.metrics | {"job_id": job_id, "dataset": self.dataset_path},
+                model=self.model,
             )
         )
         return job_id
@@ -176,7 +198,7 @@ class QueryAdapterTrainer:
         """A streamed job's next slice of work; None when there is no such job."""
         if self.pairs is None:
             return None
-        run_id = job_id.removeprefix(ADAPTER_JOB_PREFIX).rsplit("-", 1)[0]
+        run_id = run_of_adapter_job(job_id)
         job = self._job(job_id, run_id)
         if job.progress() is None:
             return None

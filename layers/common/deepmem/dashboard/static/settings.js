@@ -14,7 +14,7 @@ const TEXTS = [
   ["llm_model", "LLM model"],
   ["embedding_model", "Embedding model"],
 ];
-const TRAINERS = ["auto", "deep_memory", "query_adapter"];
+const TRAINERS = ["auto", "deep_memory", "query_adapter", "feedback_adapter"];
 const FIELDS = [...NUMBERS.map((f) => f[0]), ...TEXTS.map((f) => f[0]), "trainer"];
 
 function formOf(settings) {
