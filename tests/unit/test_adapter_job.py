@@ -107,7 +107,10 @@ def test_a_job_run_in_slices_ends_as_one_run_at_once(tmp_path: Path) -> None:
     metrics = sliced.metrics
     assert metrics["pairs"] == 600 and metrics["streamed"] is True
     assert 0 < metrics["heldout_questions"] <= CONFIG.heldout_max
-    assert metrics["train_questions"] + metrics["heldout_questions"] == 600
+    guard = metrics["guard"]
+    assert guard["pairs"] > 0 and guard["questions"] > 0
+    # Every pair is the guard's or training's (train + early-stopping held-out), never both.
+    assert metrics["train_questions"] + metrics["heldout_questions"] + guard["pairs"] == 600
     assert metrics["heldout_loss_after"] <= metrics["heldout_loss_before"]
 
 

@@ -12,7 +12,9 @@ time budget per invocation (`submit`, then every `check` of the state machine's 
    after each shard. The held-out loss, after each epoch, is over a fixed candidate set (the
    held-out positives and `heldout_candidates` corpus rows drawn once): deterministic, and
    bounded whatever the corpus size. Early stopping as in `adapter_maths`.
-3. done: the best map saved as the job's artifact, with held-out recall before and after.
+3. done: the best map saved as the job's artifact, with held-out recall before and after,
+   and the guard's verdict (`guarded`) on the pairs it held out of both stages (the same
+   pairs as the in-memory path, `guard.GuardSplit` in pair order; at most `max_pairs`).
 
 Memory, none of it growing with the pair count: the corpus (chunks x d x 4 B), one shard
 (`shard_pairs` x d x 4 B), W, Adam and the best W (4 x d^2 x 4 B), the held-out set
@@ -42,6 +44,8 @@ from deepmem.adapters.trainers.adapter_maths import (
     recall_at_k,
 )
 from deepmem.adapters.trainers.artifacts import AdapterArtifact
+from deepmem.adapters.trainers.guard import GuardConfig, GuardSplit
+from deepmem.adapters.trainers.guarded import guard_and_save, held_questions
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.ports import JobState, JobStatus
 
@@ -56,6 +60,7 @@ SCORE_BLOCK = 64  # held-out queries scored against the whole corpus at a time (
 STATE = "state.json"
 MATRICES = "matrices.npz"
 HELDOUT = "heldout.npz"
+GUARD_PAIRS = "guard-pairs.json"
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class JobProgress:
     adam_step: int = 0
     history: list[float] = field(default_factory=list)
     invocations: int = 0
+    guard_pairs: int = 0
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -137,6 +143,7 @@ class StreamedAdapterJob:
         pairs: PairPages,
         config: StreamConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        guard: GuardConfig | None = None,
     ) -> None:
         self.job_id = job_id
         self.run_id = run_id
@@ -147,6 +154,7 @@ class StreamedAdapterJob:
         self.pairs = pairs
         self.config = config or StreamConfig()
         self.clock = clock
+        self.guard = guard or GuardConfig()
 
     @property
     def corpus(self) -> Corpus:
@@ -186,7 +194,7 @@ class StreamedAdapterJob:
             self._start_training(progress)
             return
         rows_by_question: dict[str, list[int]] = {}
-        for pair in page:
+        for pair in self._hold_out_for_guard(page, progress):
             row = self.corpus.index.get(pair.chunk_id)
             if row is None:
                 progress.pairs_dropped += 1
@@ -218,6 +226,23 @@ class StreamedAdapterJob:
         progress.pairs += len(page)
         progress.train_questions += len(train_q)
         progress.heldout_questions = len(held)
+
+    def _hold_out_for_guard(
+        self, page: Sequence[TrainingPair], progress: JobProgress
+    ) -> list[TrainingPair]:
+        """The page's pairs to train on; the guard's (`GuardSplit`) are kept aside."""
+        split = GuardSplit(self.guard, held=progress.guard_pairs)
+        admitted = [split.admit(pair.chunk_id) for pair in page]
+        guarded = [[p.question, p.chunk_id] for p, a in zip(page, admitted, strict=True) if a]
+        if guarded:
+            body = json.dumps(self._guard_pairs() + guarded).encode()
+            self.artifacts.put_blob(self.job_id, GUARD_PAIRS, body)
+            progress.guard_pairs = split.held
+        return [p for p, a in zip(page, admitted, strict=True) if not a]
+
+    def _guard_pairs(self) -> list[list[str]]:
+        data = self.artifacts.get_blob(self.job_id, GUARD_PAIRS)
+        return [] if data is None else list(json.loads(data))
 
     def _held_out_set(self) -> QuestionSet:
         data = self.artifacts.get_blob(self.job_id, HELDOUT)
@@ -345,15 +370,12 @@ class StreamedAdapterJob:
             "embedding_model": self.embedder.model_name,
             "job_id": self.job_id,
         }
-        self.artifacts.save(
-            AdapterArtifact(
-                job_id=self.job_id,
-                run_id=self.run_id,
-                matrix=best,
-                embedding_model=self.embedder.model_name,
-                dimension=corpus.shape[1],
-                metrics=metrics,
-            )
+        pairs = [(q, c) for q, c in self._guard_pairs()]
+        guard_set, _ = held_questions(self.embedder, pairs, self.corpus)
+        model, dim = self.embedder.model_name, corpus.shape[1]
+        artifact = AdapterArtifact(self.job_id, self.run_id, best, model, dim, metrics)
+        guard_and_save(
+            self.artifacts, artifact, guard_set, corpus, self.guard, held_pairs=len(pairs)
         )
 
 

@@ -4,11 +4,15 @@ query embeddings before search.
 The same idea as Deep Memory, trained here with numpy only, so it works for any dataset (local
 ones included). Chunk embeddings are left untouched: only the query side moves, so the dataset
 never has to be re-embedded and the adapter can be dropped at any time.
+
+A bounded, seeded share of the pairs is held out of training for the guard (`guard.py`): the
+new adapter is saved either way, but search uses it only when the guard applied it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from deepmem.adapters.dataset.corpus import Corpus, embed_questions, load_corpus
@@ -19,6 +23,8 @@ from deepmem.adapters.trainers.adapter_maths import (
     group_pairs,
     train_adapter,
 )
+from deepmem.adapters.trainers.guard import GuardConfig, split_pairs
+from deepmem.adapters.trainers.guarded import held_questions
 from deepmem.domain.errors import DatasetError, NotEnoughPairsError
 from deepmem.domain.trainers import ADAPTER_JOB_PREFIX, adapter_job_id
 from deepmem.ports import JobState, JobStatus
@@ -30,15 +36,27 @@ if TYPE_CHECKING:
     from deepmem.ports import Embedder
 
 
+@dataclass(frozen=True)
+class GuardedResult:
+    """A trained adapter and the held-out questions the guard scores it on (never trained on)."""
+
+    result: AdapterResult
+    held: QuestionSet
+    held_pairs: int
+
+
 def train_on_pairs(
     pairs: Sequence[tuple[str, str]],
     corpus: Corpus,
     embedder: Embedder,
     config: AdapterConfig | None = None,
-) -> AdapterResult:
-    """(question, chunk id) pairs → trained adapter, with pair bookkeeping in the metrics."""
+    guard: GuardConfig | None = None,
+) -> GuardedResult:
+    """(question, chunk id) pairs in pair order → the guard's held-out pairs (`split_pairs`)
+    and an adapter trained on the others, with pair bookkeeping in the metrics."""
     config = config or AdapterConfig()
-    questions, positives, dropped = group_pairs(pairs, corpus.index)
+    train_pairs, held_pairs = split_pairs(pairs, guard or GuardConfig())
+    questions, positives, dropped = group_pairs(train_pairs, corpus.index)
     if len(questions) < config.min_questions:
         raise NotEnoughPairsError(
             f"the query adapter needs at least {config.min_questions} distinct questions whose "
@@ -52,12 +70,13 @@ def train_on_pairs(
         )
     embedded = QuestionSet(embed_questions(embedder, questions), positives)
     result = train_adapter(embedded, corpus.embeddings, config)
+    held, held_dropped = held_questions(embedder, held_pairs, corpus)
     metrics = result.metrics | {
         "pairs": len(pairs),
-        "pairs_dropped": dropped,
+        "pairs_dropped": dropped + held_dropped,
         "embedding_model": embedder.model_name,
     }
-    return AdapterResult(matrix=result.matrix, metrics=metrics)
+    return GuardedResult(AdapterResult(result.matrix, metrics), held, len(held_pairs))
 
 
 _CORPUS_CACHE: dict[str, Corpus] = {}
@@ -90,6 +109,7 @@ class QueryAdapterTrainer:
         stream_above: int = 200_000,
         seconds_per_call: float = 600.0,
         stream_config: StreamConfig | None = None,
+        guard: GuardConfig | None = None,
     ) -> None:
         self.dataset_path = dataset_path
         self.embedder = embedder
@@ -100,6 +120,7 @@ class QueryAdapterTrainer:
         self.stream_above = stream_above
         self.seconds_per_call = seconds_per_call
         self.stream_config = stream_config
+        self.guard = guard or GuardConfig()
 
     def _corpus(self) -> Corpus:
         """The dataset's corpus, kept for the next invocation of a warm function: a streamed
@@ -122,10 +143,12 @@ class QueryAdapterTrainer:
             corpus=self._corpus,
             pairs=self.pairs,
             config=self.stream_config,
+            guard=self.guard,
         )
 
     def submit(self, run: TrainingRun, pairs: Iterable[TrainingPair]) -> str:
         from deepmem.adapters.trainers.artifacts import AdapterArtifact, ArtifactNotFoundError
+        from deepmem.adapters.trainers.guarded import guard_and_save
 
         job_id = adapter_job_id(run.id, run.attempt)
         try:
@@ -137,23 +160,34 @@ class QueryAdapterTrainer:
             self._job(job_id, str(run.id)).run(self.seconds_per_call)
             return job_id
         corpus = load_corpus(self.dataset_path, self.token)
-        result = train_on_pairs(
-            [(p.question, p.chunk_id) for p in pairs], corpus, self.embedder, self.config
+        trained = train_on_pairs(
+            [(p.question, p.chunk_id) for p in pairs],
+            corpus,
+            self.embedder,
+            self.config,
+            self.guard,
         )
-        self.artifacts.save(
-            AdapterArtifact(
-                job_id=job_id,
-                run_id=str(run.id),
-                matrix=result.matrix,
-                embedding_model=self.embedder.model_name,
-                dimension=corpus.dimension,
-                metrics=result.metrics | {"job_id": job_id, "dataset": self.dataset_path},
-            )
+        artifact = AdapterArtifact(
+            job_id=job_id,
+            run_id=str(run.id),
+            matrix=trained.result.matrix,
+            embedding_model=self.embedder.model_name,
+            dimension=corpus.dimension,
+            metrics=trained.result.metrics | {"job_id": job_id, "dataset": self.dataset_path},
+        )
+        guard_and_save(
+            self.artifacts,
+            artifact,
+            trained.held,
+            corpus.embeddings,
+            self.guard,
+            held_pairs=trained.held_pairs,
         )
         return job_id
 
     def check(self, job_id: str) -> JobStatus:
         from deepmem.adapters.trainers.artifacts import ArtifactNotFoundError
+        from deepmem.adapters.trainers.guarded import ensure_active
 
         try:
             artifact = self.artifacts.load(job_id)
@@ -166,6 +200,7 @@ class QueryAdapterTrainer:
                 state=JobState.FAILED,
                 error=f"no query adapter artifact for job {job_id}: it never completed",
             )
+        ensure_active(self.artifacts, artifact)
         return JobStatus(
             state=JobState.COMPLETED,
             progress={"epochs": artifact.metrics.get("epochs")},
