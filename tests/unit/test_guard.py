@@ -99,3 +99,19 @@ def test_evaluate_works_over_any_query_map() -> None:
     record = guard.evaluate(queries, positives, corpus, undo, previous=None, config=CONFIG)
     assert record["applied"] is True and record["after"]["recall@1"] == 1.0
     assert record["before"]["recall@1"] < 0.5 and record["questions"] == 60
+
+
+def test_more_found_but_clearly_ranked_worse_is_not_a_win() -> None:
+    base = {
+        "recall@10": np.array([0.0] * 10 + [1.0] * 90),
+        "ndcg@10": np.array([0.0] * 10 + [1.0] * 90),
+    }
+    # 10 more found (at rank 10), but the 90 found before fall from rank 1 to rank 5.
+    found_lower = {
+        "recall@10": np.ones(100),
+        "ndcg@10": np.array([1 / np.log2(11)] * 10 + [1 / np.log2(6)] * 90),
+    }
+    decision = decide(found_lower, base, None, CONFIG)
+    assert decision.vs_base is not None and decision.vs_base.interval[0] > 0
+    assert decision.vs_base.ranks_worse and not decision.applied
+    assert "ranks worse than the base" in decision.reason

@@ -7,10 +7,11 @@ the base (identity) map, the new map and, when there is one, the previous active
 
 The decision (`decide`): the new map wins against a reference when the lower end of a
 seeded paired-bootstrap percentile interval (`confidence`, two-sided) of the mean
-per-question difference in recall@10 is above zero. It must win against the base and against
-the previous active map; with fewer than `min_questions` held-out questions it is never
-applied (too few to tell). Relevance is binary (a generated question's own chunk(s)), so
-nDCG@10 here is binary nDCG, recorded beside recall but not used to decide.
+per-question difference in recall@10 is above zero, and the same interval for nDCG@10 is not
+wholly below zero (a map that finds more in the top 10 but ranks it clearly worse is not a
+win). It must win against the base and against the previous active map; with fewer than
+`min_questions` held-out questions it is never applied (too few to tell). Relevance is binary
+(a generated question's own chunk(s)), so nDCG@10 here is binary nDCG.
 
 A map is a *query map*: a callable from query embeddings (n, d) to mapped, L2-normalised
 embeddings (n, d), so any query model (the linear adapter is `linear_map(W)`) plugs in.
@@ -32,6 +33,7 @@ QueryMap = Callable[[np.ndarray], np.ndarray]
 
 KS: tuple[int, ...] = (1, 5, 10)
 DECIDING = "recall@10"
+RANKING = "ndcg@10"  # must not be confidently worse
 SCORE_BLOCK = 64  # held-out questions scored against the whole corpus at a time
 
 
@@ -138,16 +140,24 @@ def paired_interval(
 class Comparison:
     mean_difference: float
     interval: tuple[float, float]
+    ranking_difference: float = 0.0
+    ranking_interval: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def ranks_worse(self) -> bool:
+        return self.ranking_interval[1] < 0.0
 
     @property
     def wins(self) -> bool:
-        return self.interval[0] > 0.0
+        return self.interval[0] > 0.0 and not self.ranks_worse
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "metric": DECIDING,
             "mean_difference": round(self.mean_difference, 4),
             "interval": [round(self.interval[0], 4), round(self.interval[1], 4)],
+            f"{RANKING}_mean_difference": round(self.ranking_difference, 4),
+            f"{RANKING}_interval": [round(v, 4) for v in self.ranking_interval],
             "wins": self.wins,
         }
 
@@ -155,9 +165,27 @@ class Comparison:
 def compare(
     candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray], config: GuardConfig
 ) -> Comparison:
+    """The paired-bootstrap intervals of the candidate's gain in recall@10 and nDCG@10 (the
+    same resamples for both: the same seed)."""
     diff = candidate[DECIDING] - reference[DECIDING]
     interval = paired_interval(diff, config.resamples, config.confidence, config.seed)
-    return Comparison(float(diff.mean()), interval)
+    if RANKING not in candidate or RANKING not in reference:
+        return Comparison(float(diff.mean()), interval)
+    ranking = candidate[RANKING] - reference[RANKING]
+    ranking_interval = paired_interval(ranking, config.resamples, config.confidence, config.seed)
+    return Comparison(float(diff.mean()), interval, float(ranking.mean()), ranking_interval)
+
+
+def _refusal(against: str, comparison: Comparison, level: str) -> str:
+    if comparison.interval[0] <= 0.0:
+        return (
+            f"does not beat {against}: {level} {DECIDING} difference is "
+            f"{comparison.interval[0]:.4f}, not > 0"
+        )
+    return (
+        f"ranks worse than {against}: the {RANKING} difference's interval ends at "
+        f"{comparison.ranking_interval[1]:.4f}, below 0"
+    )
 
 
 @dataclass(frozen=True)
@@ -185,18 +213,15 @@ def decide(
         )
     vs_base = compare(candidate, base, config)
     vs_previous = None if previous is None else compare(candidate, previous, config)
-    level = f"the lower end of the {config.confidence:.0%} paired-bootstrap interval of {DECIDING}"
+    level = f"the lower end of the {config.confidence:.0%} paired-bootstrap interval of the"
     if not vs_base.wins:
-        reason = f"does not beat the base: {level} difference is {vs_base.interval[0]:.4f}, not > 0"
-        return Decision(False, reason, vs_base, vs_previous)
+        return Decision(False, _refusal("the base", vs_base, level), vs_base, vs_previous)
     if vs_previous is not None and not vs_previous.wins:
-        reason = (
-            f"does not beat the previous active adapter: {level} difference is "
-            f"{vs_previous.interval[0]:.4f}, not > 0"
-        )
+        reason = _refusal("the previous active adapter", vs_previous, level)
         return Decision(False, reason, vs_base, vs_previous)
     against = "the base and the previous active adapter" if previous is not None else "the base"
-    return Decision(True, f"beats {against}: {level} difference is above 0", vs_base, vs_previous)
+    reason = f"beats {against}: {level} {DECIDING} difference is above 0"
+    return Decision(True, reason, vs_base, vs_previous)
 
 
 def evaluate(
