@@ -57,8 +57,8 @@ def _runtime() -> Any:
 
 def _run_table(runs: list[TrainingRun]) -> Table:
     table = Table()
-    columns = ("id", "status", "progress", "pairs", "rejected", "generator", "attempt", "applied")
-    columns = (*columns, "error")
+    columns = ["id", "status", "progress", "pairs", "rejected", "generator", "attempt"]
+    columns += ["applied", "error"]
     for column in (*columns, "created"):
         table.add_column(column)
     for run in runs:
