@@ -269,7 +269,7 @@ def search(
     k: Annotated[int, typer.Option(min=1, max=100)] = 5,
     no_adapter: Annotated[bool, typer.Option(help="search without the trained adapter")] = False,
 ) -> None:
-    """Search the dataset with the latest trained query adapter applied to the question."""
+    """Search the dataset with the active query adapter (the last the guard applied)."""
     with clean_errors():
         from deepmem.cli.retrieval import run_search
 

@@ -21,7 +21,7 @@ class NoAdapterError(DeepmemError):
 
 
 def _corpus_search() -> CorpusSearch:
-    """The dataset, the embedder training chose for it, the latest adapter (or None)."""
+    """The dataset, the embedder training chose for it, the active adapter (or None)."""
     from deepmem import wiring
     from deepmem.cli.runtime import Runtime
 
