@@ -67,6 +67,12 @@ PHRASE_FORMS: tuple[str, ...] = (
     "What does the text say about {p}",
     "What is known about {p}",
 )
+#: The forms two key phrases of one sentence are asked in together: more specific than one.
+PAIR_FORMS: tuple[str, ...] = (
+    "How {be} {p} related to {q}",
+    "What is known about {p} and {q}",
+    "What does {p} have to do with {q}",
+)
 
 # A candidate question (None when its template gave nothing usable), what it asks about (for
 # dedupe) and the span of the chunk it asks of (which must be in the chunk).
@@ -117,7 +123,7 @@ class OfflineQuestionGenerator:
         def add(question: str | None, subject: str, span: str) -> None:
             if question is None or len(result) >= count:
                 return
-            if normalised(span) not in text:
+            if any(normalised(part) not in text for part in span.split("\n")):
                 return  # its answer is not in the chunk: never ask it
             key = re.sub(r"[^a-z0-9 ]", "", question.lower())
             topic = topic_of(subject)
@@ -256,7 +262,15 @@ class OfflineQuestionGenerator:
     ) -> list[_Candidate]:
         """Questions about the sentence's key phrases, whatever its shape."""
         candidates: list[_Candidate] = []
-        for phrase in self._key_phrases(sentence, weights):
+        phrases = self._key_phrases(sentence, weights)
+        one, two = (topic_of(p) for p in phrases[:2]) if len(phrases) >= 2 else ("", "")
+        if one and two and one not in two and two not in one:
+            first, second = (lower_first(p) if body.startswith(p) else p for p in phrases[:2])
+            digest = hashlib.sha256(f"{self.seed}:{chunk_id}:{first}:{second}".encode()).digest()
+            form = PAIR_FORMS[digest[0] % len(PAIR_FORMS)]
+            asked = _question(form.format(be=be_for(phrases[0]), p=first, q=second))
+            candidates.append((asked, f"{phrases[0]} / {phrases[1]}", "\n".join(phrases[:2])))
+        for phrase in phrases:
             # Only a sentence-initial capital is lowered: "Prandtl number" stays as written.
             asked = lower_first(phrase) if body.startswith(phrase) else phrase
             if title and is_code_name(title) and title.lower() not in phrase.lower():
