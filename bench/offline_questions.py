@@ -2,7 +2,7 @@
 on the abstracts as published (lower-case, " . " between sentences) and on an unpunctuated
 variant (every . ! ? ; : removed, so no sentence boundary is left).
 
-uv run python bench/offline_questions.py          # prints a table, writes bench/results/offline_questions.json
+uv run python bench/offline_questions.py    # a table, and bench/results/offline_questions.json
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def measure(chunks: list[Chunk], per_chunk: int) -> dict[str, Any]:
     asked = [generator.questions(c, per_chunk) for c in chunks]
     seconds = time.monotonic() - started
     flat = [q for qs in asked for q in qs]
-    forms = {re.sub(r"\s+", " ", q).split(" ")[0:2].__str__() for q in flat}
+    forms = {" ".join(q.split()[:2]) for q in flat}  # the opening two words of each question
     return {
         "chunks": len(chunks),
         "questions": len(flat),
