@@ -459,3 +459,30 @@ def test_supabase_sign_in_and_realtime_updates_without_polling(stack: Stack, pag
     expect(badge_of(page, run_id)).to_have_attribute("data-status", "generated")
     expect(page.locator(".blocking-message")).to_contain_text("a run is awaiting review")
     snap(page, "supabase-realtime")
+
+
+def test_a_completed_run_the_guard_did_not_apply_says_so_with_both_numbers(
+    stack: Stack, page: Page
+) -> None:
+    open_page(page, stack)
+    run_id = generate(page)
+    focus = page.locator(".focus-run")
+    expect(focus).to_have_attribute("data-status", "generated")
+    focus.get_by_role("button", name="Train").click()
+    expect(focus).to_have_attribute("data-status", "completed")
+
+    # 12 chunks hold out too few questions for the guard to tell: the adapter is not applied.
+    guard = stack.run(run_id).metrics["guard"]
+    assert guard["applied"] is False
+    table = focus.locator("table.recall")
+    for metric in ("recall@1", "recall@5", "recall@10", "ndcg@10"):
+        cell = table.locator(f'tr[data-metric="{metric}"] td.num')
+        before, after = guard["before"][metric] * 100, guard["after"][metric] * 100
+        expect(cell).to_have_text(f"{before:.1f}% → {after:.1f}%")
+    applied = focus.locator(".applied")
+    expect(applied).to_have_attribute("data-applied", "false")
+    expect(applied).to_contain_text("not applied")
+    expect(applied).to_contain_text("too few")
+    flag = row(page, run_id).locator(".applied-flag")
+    expect(flag).to_have_text("not applied")
+    snap(page, "completed-not-applied")

@@ -15,9 +15,9 @@ from deepmem.adapters.trainers.artifacts import (
     ArtifactStoreError,
     LocalArtifactStore,
     S3ArtifactStore,
+    active_query_map,
     artifact_store_for,
     latest_adapter,
-    latest_query_map,
 )
 from deepmem.adapters.trainers.query_maps import FEEDBACK_MODEL, FeedbackMap, LinearMap, QueryModel
 from moto import mock_aws
@@ -46,7 +46,12 @@ def test_local_folder_round_trip(tmp_path: Path) -> None:
     where = store.save(saved)
     assert Path(where, "adapter.npy").exists() and Path(where, "adapter.json").exists()
     _assert_same(store.load(saved.job_id), saved)
-    assert store.latest_job_id() == saved.job_id
+    # Saving does not activate: only `activate` moves the pointer search reads.
+    assert store.active_job_id() is None
+    store.activate(saved.job_id)
+    assert store.active_job_id() == saved.job_id
+    store.save(_artifact("adapter-r2-1"))
+    assert store.active_job_id() == saved.job_id
     with pytest.raises(ArtifactNotFoundError):
         store.load("adapter-other-1")
     with pytest.raises(ArtifactNotFoundError):
@@ -59,17 +64,19 @@ def test_s3_round_trip_under_moto() -> None:
         client.create_bucket(Bucket="deepmem-artifacts")
         store = artifact_store_for("s3://deepmem-artifacts/adapters", s3_client=client)
         assert isinstance(store, S3ArtifactStore)
-        assert store.latest_job_id() is None
+        assert store.active_job_id() is None
         saved = _artifact()
         assert store.save(saved) == "s3://deepmem-artifacts/adapters/adapter-r1-1/"
+        assert store.active_job_id() is None
+        store.activate(saved.job_id)
         keys = {o["Key"] for o in client.list_objects_v2(Bucket="deepmem-artifacts")["Contents"]}
         assert keys == {
             "adapters/adapter-r1-1/adapter.npy",
             "adapters/adapter-r1-1/adapter.json",
-            "adapters/latest.json",
+            "adapters/active.json",
         }
         _assert_same(store.load(saved.job_id), saved)
-        assert store.latest_job_id() == saved.job_id
+        assert store.active_job_id() == saved.job_id
         with pytest.raises(ArtifactNotFoundError):
             store.load("adapter-missing-1")
 
@@ -91,7 +98,7 @@ def test_an_artifact_written_before_model_kinds_loads_as_a_linear_map(tmp_path: 
     assert np.array_equal(loaded.matrix, matrix)
     latest = latest_adapter(store)
     assert latest is not None and np.array_equal(latest, matrix)
-    mapped = latest_query_map(store, np.eye(4, dtype=np.float32))
+    mapped = active_query_map(store, np.eye(4, dtype=np.float32))
     assert isinstance(mapped, LinearMap)
     assert np.allclose(mapped.apply(np.array([1.0, 1.0, 0.0, 0.0])), [2, 1, 0, 0] / np.sqrt(5))
 
@@ -123,3 +130,16 @@ def test_an_artifact_of_an_unknown_model_kind_is_a_store_error(tmp_path: Path) -
     (where / "adapter.json").write_text(json.dumps(meta | {"query_model": {"kind": "mlp"}}))
     with pytest.raises(ArtifactStoreError, match="unknown query model kind"):
         store.load("adapter-r1-1")
+
+
+def test_a_store_from_before_the_guard_keeps_its_latest_adapter_active(tmp_path: Path) -> None:
+    """`latest.json` (written by every save before the guard) is the active pointer until the
+    first `activate`, so an upgrade does not silently drop the adapter search was using."""
+    store = LocalArtifactStore(tmp_path)
+    old = _artifact("adapter-old-1")
+    store.save(old)
+    (tmp_path / "latest.json").write_text('{"job_id": "adapter-old-1"}')
+    assert store.active_job_id() == "adapter-old-1"
+    store.save(_artifact("adapter-new-1"))
+    store.activate("adapter-new-1")
+    assert store.active_job_id() == "adapter-new-1"

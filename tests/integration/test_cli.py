@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from deepmem.adapters.trainers.artifacts import LocalArtifactStore
 from deepmem.cli.runtime import EMBEDDED_DATABASE, ProcessLock
 from deepmem.local.embedded_postgres import EmbeddedPostgres
 
@@ -103,7 +104,26 @@ def test_cli_reads_what_the_demo_wrote(demo_home: Path, demo_summary: dict[str, 
     assert len(json.loads(page.stdout)) == 5
 
 
-def test_search_uses_the_trained_adapter(demo_home: Path, demo_summary: dict[str, object]) -> None:
+@pytest.fixture(scope="module")
+def active_adapter(demo_home: Path, demo_summary: dict[str, object]) -> str:
+    """The demo's adapter, made active by hand after the guard refused it: on 40 chunks the
+    guard holds out too few questions to tell, so search first refuses to use it."""
+    assert demo_summary["applied"] is False
+    refused = deepmem(demo_home, "search", "How do I parse command line arguments?")
+    assert refused.returncode == 1
+    assert "no query adapter is active" in refused.stderr and "metrics.guard" in refused.stderr
+    shown = deepmem(demo_home, "show", str(demo_summary["run_id"]))
+    guard = json.loads(shown.stdout)["metrics"]["guard"]
+    assert guard["applied"] is False and "too few" in guard["reason"]
+    assert set(guard["before"]) == {"recall@1", "recall@5", "recall@10", "ndcg@10"}
+    store = LocalArtifactStore(demo_home / "artifacts")
+    assert store.active_job_id() is None
+    job_id = str(json.loads(shown.stdout)["deeplake_job_id"])
+    store.activate(job_id)
+    return job_id
+
+
+def test_search_uses_the_active_adapter(demo_home: Path, active_adapter: str) -> None:
     result = deepmem(demo_home, "search", "How do I parse command line arguments?", "--k", "3")
     assert result.returncode == 0, result.stderr
     assert "(adapter)" in result.stdout
@@ -156,7 +176,7 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
 
 
 def test_eval_reports_base_and_adapter_recall(
-    demo_home: Path, demo_summary: dict[str, object], tmp_path: Path
+    demo_home: Path, demo_summary: dict[str, object], active_adapter: str, tmp_path: Path
 ) -> None:
     page = deepmem(demo_home, "pairs", str(demo_summary["run_id"]), "--limit", "30", "--json")
     assert page.returncode == 0, page.stderr

@@ -5,6 +5,7 @@ with the same map however it was sliced."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from deepmem.adapters.dataset.corpus import Corpus
 from deepmem.adapters.trainers.adapter_job import StreamConfig, StreamedAdapterJob
 from deepmem.adapters.trainers.adapter_maths import normalize
 from deepmem.adapters.trainers.artifacts import LocalArtifactStore
+from deepmem.adapters.trainers.guard import GuardConfig, split_pairs
+from deepmem.adapters.trainers.guarded import GuardPairs
 from deepmem.adapters.trainers.query_maps import FEEDBACK_MODEL, FeedbackMap, QueryModel
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.domain.models import TrainingPair
@@ -115,7 +118,19 @@ def test_a_job_run_in_slices_ends_as_one_run_at_once(tmp_path: Path) -> None:
     metrics = sliced.metrics
     assert metrics["pairs"] == 600 and metrics["streamed"] is True
     assert 0 < metrics["heldout_questions"] <= CONFIG.heldout_max
-    assert metrics["train_questions"] + metrics["heldout_questions"] == 600
+    guard = metrics["guard"]
+    assert guard["pairs"] > 0 and guard["questions"] > 0
+    # The streamed job holds out exactly the pairs the in-memory path would (`split_pairs`).
+    held = json.loads(
+        LocalArtifactStore(tmp_path / "sliced").get_blob("adapter-x-1", GuardPairs.FILE) or b""
+    )
+    _, in_memory = split_pairs([(p.question, p.chunk_id) for p in pairs], GuardConfig())
+    assert [tuple(p) for p in held] == in_memory
+    # Applied or not, the pointer search reads follows the guard's verdict.
+    active = LocalArtifactStore(tmp_path / "sliced").active_job_id()
+    assert (active == "adapter-x-1") is guard["applied"]
+    # Every pair is the guard's or training's (train + early-stopping held-out), never both.
+    assert metrics["train_questions"] + metrics["heldout_questions"] + guard["pairs"] == 600
     assert metrics["heldout_loss_after"] <= metrics["heldout_loss_before"]
 
 

@@ -742,3 +742,31 @@ def test_train_over_what_deep_memory_takes_is_422_and_starts_nothing(fn, store, 
         store.update_settings(settings)
         answer = call(fn["runs"], api_event("POST", f"{P}/train", {"training_run_id": str(run.id)}))
         assert answer.status == 202
+
+
+def test_get_one_run_returns_the_guards_numbers_and_verdict(fn, service, store) -> None:
+    import numpy as np
+    from deepmem.adapters.trainers import guard
+
+    rng = np.random.default_rng(0)
+    corpus = guard.identity_map(rng.normal(size=(50, 6)).astype(np.float32))
+    record = guard.evaluate(
+        corpus[:30],
+        [[i] for i in range(30)],
+        corpus,
+        guard.identity_map,
+        previous=None,
+        config=guard.GuardConfig(resamples=100),
+    )
+    run_id = generate(fn)
+    to_status(store, run_id, RunStatus.GENERATED, RunStatus.TRAINING)
+    store.set_metrics(run_id, {"applied": record["applied"], "guard": record}, attempt=1)
+
+    body = call(fn["runs"], api_event("GET", f"{P}/runs/{run_id}")).body
+
+    shown = body["metrics"]["guard"]
+    assert body["metrics"]["applied"] is False and shown["applied"] is False  # a tie
+    assert "does not beat the base" in shown["reason"]
+    for side in ("before", "after"):
+        assert set(shown[side]) == {"recall@1", "recall@5", "recall@10", "ndcg@10"}
+    assert shown["before"] == shown["after"] == record["before"]

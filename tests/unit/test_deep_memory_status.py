@@ -36,6 +36,10 @@ def test_completed_metrics_from_both_best_recall_spellings(best: str) -> None:
     assert status.metrics["recall_before"] == {"recall@10": 0.8292}
     assert status.metrics["improvement_points@10"] == 2.6
     assert status.metrics["trainer"] == "deep_memory" and status.metrics["job_id"] == "j1"
+    # Its numbers are recorded, but deepmem cannot tell whether it is applied: never "true".
+    guard = status.metrics["guard"]
+    assert status.metrics["applied"] is None and guard["applied"] is None
+    assert guard["before"] == {"recall@10": 0.8292} and guard["after"] == {"recall@10": 0.855}
 
 
 def test_failed_keeps_the_service_error_or_says_it_had_none() -> None:

@@ -389,12 +389,13 @@ def build_training_service(
 
 def build_corpus_search(config: Config, store: RunStore | None = None) -> CorpusSearch:
     """The configured dataset as a search corpus, its queries embedded by the model training
-    uses (the same decision, `TrainingService.embedding_model`), with the latest adapter."""
+    uses (the same decision, `TrainingService.embedding_model`), with the active adapter (the
+    last one the guard applied)."""
     from deepmem.adapters.dataset.corpus import CorpusSearch, load_corpus
-    from deepmem.adapters.trainers.artifacts import artifact_store_for, latest_query_map
+    from deepmem.adapters.trainers.artifacts import active_query_map, artifact_store_for
 
     dataset = config.dataset_path
     model = build_training_service(config, store).embedding_model(dataset)
     corpus = load_corpus(dataset, activeloop_token(config, dataset))
-    adapter = latest_query_map(artifact_store_for(config.artifacts_location), corpus.embeddings)
+    adapter = active_query_map(artifact_store_for(config.artifacts_location), corpus.embeddings)
     return CorpusSearch(corpus, embedder_for_model(config, model), adapter)

@@ -166,7 +166,12 @@ class RunOut(BaseModel):
     generator: str | None = Field(description="what produced the pairs: openai or offline")
     llm_model: str | None
     embedding_model: str | None
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(
+        description="what training measured; `applied` (true, false, or null when the trainer "
+        "cannot tell) and `guard`: recall@1/5/10 and nDCG@10 on held-out generated questions "
+        "`before` (base) and `after`, the `previous` active adapter's, the intervals and the "
+        "`reason`"
+    )
     created_at: datetime
     updated_at: datetime
 

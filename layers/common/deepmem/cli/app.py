@@ -21,6 +21,7 @@ from deepmem import __version__
 from deepmem.api.models import OFFSET_MAX, PAGE_LIMIT_MAX
 from deepmem.cli.exit_codes import EXIT_ERROR, EXIT_USAGE
 from deepmem.cli.failures import clean_errors, error
+from deepmem.cli.guard_view import applied_label
 from deepmem.domain.models import TrainingRun
 from deepmem.domain.status import Phase, done_status, phase_of
 
@@ -56,7 +57,8 @@ def _runtime() -> Any:
 
 def _run_table(runs: list[TrainingRun]) -> Table:
     table = Table()
-    columns = ("id", "status", "progress", "pairs", "rejected", "generator", "attempt", "error")
+    columns = ["id", "status", "progress", "pairs", "rejected", "generator", "attempt"]
+    columns += ["applied", "error"]
     for column in (*columns, "created"):
         table.add_column(column)
     for run in runs:
@@ -68,6 +70,7 @@ def _run_table(runs: list[TrainingRun]) -> Table:
             str(run.rejected_chunks),
             " ".join(filter(None, (run.generator, run.llm_model))),
             str(run.attempt),
+            applied_label(run.metrics),
             (run.error_message or "")[:60],
             run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
@@ -266,7 +269,7 @@ def search(
     k: Annotated[int, typer.Option(min=1, max=100)] = 5,
     no_adapter: Annotated[bool, typer.Option(help="search without the trained adapter")] = False,
 ) -> None:
-    """Search the dataset with the latest trained query adapter applied to the question."""
+    """Search the dataset with the active query adapter (the last the guard applied)."""
     with clean_errors():
         from deepmem.cli.retrieval import run_search
 

@@ -28,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from deepmem.cli.guard_view import guard_rows
 from deepmem.cli.runtime import ProcessLock, Runtime
 from deepmem.config import load_config
 from deepmem.domain.chunks import Chunk
@@ -138,6 +139,7 @@ class DemoSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     recall_before: dict[str, float] = field(default_factory=dict)
     recall_after: dict[str, float] = field(default_factory=dict)
+    applied: bool | None = None
     recovered_from: list[str] = field(default_factory=list)
 
 
@@ -324,6 +326,7 @@ def run_demo(
         summary.attempts = run.attempt
         summary.recall_before = dict(run.metrics.get("recall_before", {}))
         summary.recall_after = dict(run.metrics.get("recall_after", {}))
+        summary.applied = run.metrics.get("applied")
         summary.seconds["total"] = round(time.monotonic() - started, 2)
         print_summary(console, runtime, run, summary)
     if summary_path is not None:
@@ -371,10 +374,6 @@ def print_summary(
         table.add_row("recovered from", step)
     for phase, seconds in summary.seconds.items():
         table.add_row(f"time: {phase}", f"{seconds:.1f} s")
-    for k in ("recall@1", "recall@5", "recall@10"):
-        if k in summary.recall_before:
-            before, after = summary.recall_before[k], summary.recall_after.get(k, 0.0)
-            table.add_row(
-                f"{k} (held-out questions)", f"{before:.3f} → {after:.3f} ({after - before:+.3f})"
-            )
+    for label, value in guard_rows(run.metrics):
+        table.add_row(label, value)
     console.print(table)

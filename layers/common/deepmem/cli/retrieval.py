@@ -1,5 +1,5 @@
-"""`deepmem search` and `deepmem eval`: the dataset searched with and without the latest
-trained query adapter."""
+"""`deepmem search` and `deepmem eval`: the dataset searched with and without the active
+query adapter (the last one the trainer's guard applied)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ if TYPE_CHECKING:
 
 
 class NoAdapterError(DeepmemError):
-    """No query adapter has been trained yet."""
+    """No query adapter is active: none was trained, or the guard applied none."""
 
 
 def _corpus_search() -> CorpusSearch:
-    """The dataset, the embedder training chose for it, the latest adapter (or None)."""
+    """The dataset, the embedder training chose for it, the active adapter (or None)."""
     from deepmem import wiring
     from deepmem.cli.runtime import Runtime
 
@@ -32,7 +32,10 @@ def _corpus_search() -> CorpusSearch:
 def run_search(console: Console, question: str, *, k: int, use_adapter: bool) -> None:
     found = _corpus_search()
     if use_adapter and found.adapter is None:
-        raise NoAdapterError("no query adapter is trained yet: run `deepmem demo` or train a run")
+        raise NoAdapterError(
+            "no query adapter is active: none was trained yet, or the guard applied none "
+            "(`deepmem show <run>`: metrics.guard says why)"
+        )
     hits = found.search(question, k=k, use_adapter=use_adapter)
     table = Table(title=f"top {k} for {question!r}" + (" (adapter)" if use_adapter else ""))
     table.add_column("score")

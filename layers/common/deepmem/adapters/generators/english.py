@@ -169,3 +169,30 @@ def good_subject(subject: str) -> bool:
 def is_code_name(title: str) -> bool:
     """json.dumps, HTTPServer, read_config: a name from code, not a prose title."""
     return " " not in title and bool(re.search(r"[._]|[a-z][A-Z]", title))
+
+
+#: Where a sentence ends whatever the next word's case ("flow . the layer"), or a clause.
+_ANY_END = re.compile(r"(?<=[.!?;])\s+|\s+[.!?;]\s+")
+_CLAUSE_BREAK = re.compile(r",\s+|\s+(?=(?:while|whereas|which|where|when|but|although)\s)")
+
+
+def pieces(sentence: str, max_words: int, window: int) -> list[str]:
+    """A sentence cut where it ends whatever the case of the next word; a piece still longer
+    than `max_words` (text without sentence punctuation) cut at clause breaks and then into
+    windows of `window` words, so a chunk with no full stop still has pieces to ask about."""
+    out: list[str] = []
+    for raw in _ANY_END.split(sentence):
+        part = raw.strip()
+        if len(part.split()) <= max_words:
+            if part:
+                out.append(part)
+            continue
+        for clause in _CLAUSE_BREAK.split(part):
+            words = clause.split()
+            out.extend(" ".join(words[i : i + window]) for i in range(0, len(words), window))
+    return [p for p in out if p]
+
+
+def normalised(text: str) -> str:
+    """Lower-case words and digits only, single-spaced: for "is this phrase in the chunk"."""
+    return " " + " ".join(re.findall(r"[a-z0-9]+", text.lower())) + " "

@@ -6,12 +6,20 @@ for training a query adapter on generated questions (measured on this kind of ma
 Templates follow the sentence's shape: a definition ("X is ...") gives "What is X?", a
 sentence with a known verb ("X returns ...") gives "What does X return?", an imperative
 docstring line ("Return the ...") gives "What does <title> return?", anything else a question
-about its key phrase.
-Deterministic: the same chunk always gives the same questions.
+about its key phrase, in one of several forms ("What is X?", "How is X described?", "What
+role does X play?", ...) chosen per phrase by a seeded hash, so a corpus's questions do not all
+read alike.
+Text without sentence punctuation (lower-case, no full stops) is cut into clauses and windows
+of words (`english.pieces`), so it yields as many questions as punctuated text.
+Every question asks about a span of the chunk: its subject occurs in the chunk's words, in
+order (`english.normalised`); a candidate whose span is not there (a metadata title the text
+does not repeat) is never asked.
+Deterministic: the same chunk and seed always give the same questions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -35,6 +43,8 @@ from deepmem.adapters.generators.english import (
     is_plural,
     looks_like_code,
     lower_first,
+    normalised,
+    pieces,
     starts_with_pronoun,
     topic_of,
     words_of,
@@ -46,10 +56,27 @@ from deepmem.ports import GeneratedQuestions
 
 MIN_CONTENT_WORDS = 6  # below this a chunk has nothing worth asking about
 MIN_SENTENCE_WORDS = 4
-MAX_SENTENCE_WORDS = 80
+MAX_SENTENCE_WORDS = 40  # a longer piece is cut at clauses and then into windows
+WINDOW_WORDS = 20
+#: The forms a key phrase is asked in; `{be}` agrees with the phrase.
+PHRASE_FORMS: tuple[str, ...] = (
+    "What {be} {p}",
+    "What should I know about {p}",
+    "How is {p} described",
+    "What role does {p} play",
+    "What does the text say about {p}",
+    "What is known about {p}",
+)
+#: The forms two key phrases of one sentence are asked in together: more specific than one.
+PAIR_FORMS: tuple[str, ...] = (
+    "How {be} {p} related to {q}",
+    "What is known about {p} and {q}",
+    "What does {p} have to do with {q}",
+)
 
-# A candidate question (None when its template gave nothing usable) and what it asks about.
-type _Candidate = tuple[str | None, str]
+# A candidate question (None when its template gave nothing usable), what it asks about (for
+# dedupe) and the span of the chunk it asks of (which must be in the chunk).
+type _Candidate = tuple[str | None, str, str]
 
 
 def _question(text: str) -> str | None:
@@ -68,6 +95,9 @@ class OfflineQuestionGenerator:
     counters read the same way as with an LLM.
     """
 
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
     async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
         return GeneratedQuestions(
             chunk_id=chunk.id, questions=self.questions(chunk, count), llm_calls=1
@@ -84,14 +114,17 @@ class OfflineQuestionGenerator:
         weights = Counter(words)
         title = self._title(chunk)
         sentences = self._salient_sentences(chunk.text, title, weights)
+        text = normalised(chunk.text)
 
         result: list[str] = []
         seen: set[str] = set()
         subjects: set[str] = set()
 
-        def add(question: str | None, subject: str) -> None:
+        def add(question: str | None, subject: str, span: str) -> None:
             if question is None or len(result) >= count:
                 return
+            if any(normalised(part) not in text for part in span.split("\n")):
+                return  # its answer is not in the chunk: never ask it
             key = re.sub(r"[^a-z0-9 ]", "", question.lower())
             topic = topic_of(subject)
             if key in seen or topic in subjects:
@@ -101,19 +134,21 @@ class OfflineQuestionGenerator:
             result.append(question)
 
         if title:
-            add(self._title_question(title), title)
+            add(self._title_question(title), title, title)
         # First one question per sentence, so questions spread over the chunk; then the
         # other candidates, when a chunk has fewer good sentences than questions asked.
-        candidates = [self._candidates(sentence, title, weights) for sentence in sentences]
+        candidates = [
+            self._candidates(sentence, title, weights, chunk.id) for sentence in sentences
+        ]
         for options in candidates:
-            for question, subject in options:
+            for question, subject, span in options:
                 before = len(result)
-                add(question, subject)
+                add(question, subject, span)
                 if len(result) > before:
                     break
         for options in candidates:
-            for question, subject in options:
-                add(question, subject)
+            for question, subject, span in options:
+                add(question, subject, span)
         return result
 
     @staticmethod
@@ -137,10 +172,13 @@ class OfflineQuestionGenerator:
     @staticmethod
     def _salient_sentences(text: str, title: str | None, weights: Counter[str]) -> list[str]:
         scored: list[tuple[float, int, str]] = []
-        for position, raw in enumerate(split_sentences(text)):
-            if raw.lstrip().startswith("#"):
-                continue  # a heading is the title, asked about already
-            sentence = clean(raw)
+        parts = [
+            piece
+            for raw in split_sentences(text)
+            if not raw.lstrip().startswith("#")  # a heading is the title, asked about already
+            for piece in pieces(clean(raw), MAX_SENTENCE_WORDS, WINDOW_WORDS)
+        ]
+        for position, sentence in enumerate(parts):
             size = len(sentence.split())
             if not MIN_SENTENCE_WORDS <= size <= MAX_SENTENCE_WORDS:
                 continue
@@ -158,7 +196,7 @@ class OfflineQuestionGenerator:
         return [sentence for _, _, sentence in scored]
 
     def _candidates(
-        self, sentence: str, title: str | None, weights: Counter[str]
+        self, sentence: str, title: str | None, weights: Counter[str], chunk_id: str
     ) -> list[_Candidate]:
         """Questions this sentence can give, most natural first, with the subject of each."""
         body = sentence.rstrip(".!?")
@@ -166,7 +204,7 @@ class OfflineQuestionGenerator:
             *self._definition_questions(body, title),
             *self._verb_questions(body, title),
             *self._imperative_questions(body, title),
-            *self._phrase_questions(sentence, body, title, weights),
+            *self._phrase_questions(sentence, body, title, weights, chunk_id),
         ]
 
     @staticmethod
@@ -178,9 +216,9 @@ class OfflineQuestionGenerator:
         subject = cut_phrase(definition.group("subject"))
         verb = definition.group("verb")
         if good_subject(subject):
-            return [(_question(f"What {verb} {lower_first(subject)}"), subject)]
+            return [(_question(f"What {verb} {lower_first(subject)}"), subject, subject)]
         if title and starts_with_pronoun(subject):
-            return [(_question(f"What {verb} {lower_first(title)}"), title)]
+            return [(_question(f"What {verb} {lower_first(title)}"), title, title)]
         return []
 
     @staticmethod
@@ -197,9 +235,9 @@ class OfflineQuestionGenerator:
             subject = cut_phrase(" ".join(words[:index]))
             verb = base_form(word.lower())
             if good_subject(subject):
-                return [(_question(f"What does {lower_first(subject)} {verb}"), subject)]
+                return [(_question(f"What does {lower_first(subject)} {verb}"), subject, subject)]
             if title and starts_with_pronoun(subject):
-                return [(_question(f"What does {title} {verb}"), f"{title} {verb}")]
+                return [(_question(f"What does {title} {verb}"), f"{title} {verb}", title)]
             return []
         return []
 
@@ -213,26 +251,46 @@ class OfflineQuestionGenerator:
         candidates: list[_Candidate] = []
         action = cut_phrase(f"{first.lower()} {rest}", max_words=MAX_PHRASE_WORDS + 2)
         if title and is_code_name(title):
-            candidates.append((_question(f"What does {title} {first.lower()}"), f"{title} {first}"))
+            asked = _question(f"What does {title} {first.lower()}")
+            candidates.append((asked, f"{title} {first}", title))
         if len(action.split()) >= 3:
-            candidates.append((_question(f"How do I {action}"), action))
+            candidates.append((_question(f"How do I {action}"), action, action))
         return candidates
 
     def _phrase_questions(
-        self, sentence: str, body: str, title: str | None, weights: Counter[str]
+        self, sentence: str, body: str, title: str | None, weights: Counter[str], chunk_id: str
     ) -> list[_Candidate]:
         """Questions about the sentence's key phrases, whatever its shape."""
         candidates: list[_Candidate] = []
-        for phrase in self._key_phrases(sentence, weights):
+        phrases = self._key_phrases(sentence, weights)
+        one, two = (topic_of(p) for p in phrases[:2]) if len(phrases) >= 2 else ("", "")
+        if one and two and one not in two and two not in one:
+            first, second = (lower_first(p) if body.startswith(p) else p for p in phrases[:2])
+            digest = hashlib.sha256(f"{self.seed}:{chunk_id}:{first}:{second}".encode()).digest()
+            form = PAIR_FORMS[digest[0] % len(PAIR_FORMS)]
+            asked = _question(form.format(be=be_for(phrases[0]), p=first, q=second))
+            candidates.append((asked, f"{phrases[0]} / {phrases[1]}", "\n".join(phrases[:2])))
+        for phrase in phrases:
             # Only a sentence-initial capital is lowered: "Prandtl number" stays as written.
             asked = lower_first(phrase) if body.startswith(phrase) else phrase
             if title and is_code_name(title) and title.lower() not in phrase.lower():
-                candidates.append(
-                    (_question(f"What does the {title} documentation say about {asked}"), phrase)
-                )
-            candidates.append((_question(f"What {be_for(phrase)} {asked}"), phrase))
-            candidates.append((_question(f"What should I know about {asked}"), phrase))
+                about = _question(f"What does the {title} documentation say about {asked}")
+                candidates.append((about, phrase, phrase))
+            for form in self._forms(phrase, chunk_id):
+                question = _question(form.format(be=be_for(phrase), p=asked))
+                candidates.append((question, phrase, phrase))
         return candidates
+
+    def _forms(self, phrase: str, chunk_id: str) -> list[str]:
+        """Two of `PHRASE_FORMS` for this phrase in this chunk, in an order and a choice made
+        by a seeded hash: the plain "What is X?" and one other, so the same phrase in two
+        chunks is seldom asked in the same words."""
+        key = f"{self.seed}:{chunk_id}:{phrase.lower()}"
+        digest = hashlib.sha256(key.encode()).digest()
+        other = PHRASE_FORMS[1 + digest[0] % (len(PHRASE_FORMS) - 1)]
+        if digest[1] % 2:
+            return [other, PHRASE_FORMS[0]]
+        return [PHRASE_FORMS[0], other]
 
     @staticmethod
     def _key_phrases(sentence: str, weights: Counter[str], limit: int = 3) -> list[str]:

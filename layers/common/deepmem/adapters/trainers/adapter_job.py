@@ -1,21 +1,19 @@
 """The query adapter for a run too large for one invocation or for one function's memory.
 
-A job in stages, each resumable from the artifact store (the job's working files), run for a
-time budget per invocation (`submit`, then every `check` of the state machine's loop):
-1. embed: the run's pairs by keyset, `shard_pairs` at a time; a shard's questions are grouped
-   (a question asked of several chunks in the shard has them all as positives), embedded in
-   batches and written as one file with the keyset position in the checkpoint, so a continued
-   or retried job never embeds a page twice. The embeddings are kept under the run, not the
-   job (`embedded_questions`): a proceeded training (the next attempt) reuses every page the
-   earlier attempt embedded, as long as the page and the embedding model are the same. A
-   bounded held-out set: a question whose stable hash falls in the holdout share is held out
-   while fewer than `heldout_max` are.
+A job in stages, each resumable from the artifact store, run for a time budget per invocation
+(`submit`, then every `check` of the state machine's loop):
+1. embed: the run's pairs by keyset, `shard_pairs` at a time, grouped by question (all its
+   chunks are positives), embedded once per run and page (`embedded_questions`: a proceed
+   reuses what an earlier attempt embedded, for the same page and model), the keyset position
+   in the checkpoint. The guard's pairs (`guarded.GuardPairs`) are set aside first; a question
+   whose stable hash falls in the holdout share is held out while fewer than `heldout_max` are.
 2. train: epochs over the shards, minibatches with `corpus_negatives` corpus rows drawn per
    batch (the loss and Adam of `adapter_maths`), a checkpoint (W, Adam, best W, position)
    after each shard. The held-out loss, after each epoch, is over a fixed candidate set (the
    held-out positives and `heldout_candidates` corpus rows drawn once): deterministic, and
    bounded whatever the corpus size. Early stopping as in `adapter_maths`.
-3. done: the best map saved as the job's artifact, with held-out recall before and after.
+3. done: the best map saved as the job's artifact with held-out recall before and after, and
+   the guard's verdict on its pairs (the same as the in-memory path's, at most `max_pairs`).
 
 Memory, none of it growing with the pair count: the corpus (chunks x d x 4 B), one shard
 (`shard_pairs` x d x 4 B), W, Adam and the best W (4 x d^2 x 4 B), the held-out set
@@ -49,6 +47,8 @@ from deepmem.adapters.trainers.embedded_questions import npz as _npz
 from deepmem.adapters.trainers.embedded_questions import pack as _pack
 from deepmem.adapters.trainers.embedded_questions import pack_rows as _pack_rows
 from deepmem.adapters.trainers.embedded_questions import unpack as _unpack
+from deepmem.adapters.trainers.guard import GuardConfig
+from deepmem.adapters.trainers.guarded import GuardPairs, guard_and_save, held_questions
 from deepmem.adapters.trainers.query_maps import LINEAR, QueryModel, query_map
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.ports import JobState, JobStatus
@@ -103,6 +103,7 @@ class JobProgress:
     history: list[float] = field(default_factory=list)
     invocations: int = 0
     shards_reused: int = 0  # pages whose embeddings an earlier attempt of the run had made
+    guard_pairs: int = 0
 
 
 def _held_out(question: str, share: float) -> bool:
@@ -123,6 +124,7 @@ class StreamedAdapterJob:
         config: StreamConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         model: QueryModel | None = None,
+        guard: GuardConfig | None = None,
     ) -> None:
         self.job_id = job_id
         self.run_id = run_id
@@ -136,6 +138,7 @@ class StreamedAdapterJob:
         # The map the artifact names; one matrix is trained whatever the model (its members
         # are not: averaging is for runs small enough to train at once).
         self.model = model or QueryModel()
+        self.guard = guard or GuardConfig()
 
     @property
     def corpus(self) -> Corpus:
@@ -179,7 +182,9 @@ class StreamedAdapterJob:
         ).page(page)
         row_of = {question: i for i, question in enumerate(embedded.questions)}
         rows_by_question: dict[str, list[int]] = {}
-        for pair in page:
+        guard_pairs = GuardPairs(self.artifacts, self.job_id, self.guard)
+        train_pairs, progress.guard_pairs = guard_pairs.hold_out(page, progress.guard_pairs)
+        for pair in train_pairs:
             row = self.corpus.index.get(pair.chunk_id)
             if row is None:
                 progress.pairs_dropped += 1
@@ -361,16 +366,20 @@ class StreamedAdapterJob:
             "embedding_model": self.embedder.model_name,
             "job_id": self.job_id,
         }
-        self.artifacts.save(
-            AdapterArtifact(
-                job_id=self.job_id,
-                run_id=self.run_id,
-                matrix=best,
-                embedding_model=self.embedder.model_name,
-                dimension=corpus.shape[1],
-                metrics=metrics,
-                model=replace(self.model, members=1),
-            )
+        pairs = GuardPairs(self.artifacts, self.job_id, self.guard).pairs()
+        guard_set, _ = held_questions(self.embedder, pairs, self.corpus)
+        model, dim = self.embedder.model_name, corpus.shape[1]
+        artifact = AdapterArtifact(
+            self.job_id,
+            self.run_id,
+            best,
+            model,
+            dim,
+            metrics,
+            model=replace(self.model, members=1),
+        )
+        guard_and_save(
+            self.artifacts, artifact, guard_set, corpus, self.guard, held_pairs=len(pairs)
         )
 
 

@@ -5,7 +5,10 @@ One artifact per training job, under `<location>/<job_id>/`:
 - `adapter.json`: the embedding model's name, the dimension, the run id, the metrics and the
   query model (`query_maps.QueryModel`: its kind and constants; an artifact written before
   there were kinds has none and is linear).
-`latest.json` at the root names the job of the last artifact saved, for `deepmem search`.
+`active.json` at the root names the job whose adapter search uses (`activate`, written only
+when the trainer's guard applied it). Saving an artifact does not activate it. A store written
+before the guard has only `latest.json` (every adapter saved was then used): it still counts
+as the active pointer until the first `activate`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ if TYPE_CHECKING:
 
 MATRIX_FILE = "adapter.npy"
 META_FILE = "adapter.json"
-LATEST_FILE = "latest.json"
+LATEST_FILE = "latest.json"  # the active pointer of stores written before the guard
+ACTIVE_FILE = "active.json"
 
 
 class ArtifactNotFoundError(DeepmemError):
@@ -77,7 +81,13 @@ class ArtifactStore(Protocol):
         """Raise ArtifactNotFoundError when there is none for `job_id`."""
         ...
 
-    def latest_job_id(self) -> str | None: ...
+    def active_job_id(self) -> str | None:
+        """The job whose adapter search uses, or None when none was applied."""
+        ...
+
+    def activate(self, job_id: str) -> None:
+        """Make the (saved) adapter of `job_id` the one search uses."""
+        ...
 
     def put_blob(self, job_id: str, name: str, data: bytes) -> None:
         """A job's working file (embedding shards, checkpoints), written whole or not at all."""
@@ -88,26 +98,27 @@ class ArtifactStore(Protocol):
         ...
 
 
+def active_artifact(store: ArtifactStore) -> AdapterArtifact | None:
+    """The active adapter's artifact, or None when none was applied (or it is gone)."""
+    job_id = store.active_job_id()
+    if job_id is None:
+        return None
+    try:
+        return store.load(job_id)
+    except ArtifactNotFoundError:
+        return None
+
+
+def active_query_map(store: ArtifactStore, corpus: np.ndarray) -> QueryMap | None:
+    """The active adapter's query map over `corpus` (the chunk embeddings), or None."""
+    artifact = active_artifact(store)
+    return None if artifact is None else artifact.query_map(corpus)
+
+
 def latest_adapter(store: ArtifactStore) -> np.ndarray | None:
-    """The matrix of the latest adapter trained, or None when none was (or it is gone)."""
-    job_id = store.latest_job_id()
-    if job_id is None:
-        return None
-    try:
-        return store.load(job_id).matrix
-    except ArtifactNotFoundError:
-        return None
-
-
-def latest_query_map(store: ArtifactStore, corpus: np.ndarray) -> QueryMap | None:
-    """The query map of the latest adapter trained, over `corpus`; None when there is none."""
-    job_id = store.latest_job_id()
-    if job_id is None:
-        return None
-    try:
-        return store.load(job_id).query_map(corpus)
-    except ArtifactNotFoundError:
-        return None
+    """The matrix of the active adapter (the last one the guard applied), or None."""
+    artifact = active_artifact(store)
+    return None if artifact is None else artifact.matrix
 
 
 def _matrix_bytes(matrix: np.ndarray) -> bytes:
@@ -164,9 +175,6 @@ class LocalArtifactStore:
             self._write_atomic(folder / MATRIX_FILE, _matrix_bytes(artifact.matrix))
             # Metadata last: its presence means the artifact is whole.
             self._write_atomic(folder / META_FILE, json.dumps(artifact.metadata()).encode())
-            self._write_atomic(
-                self.root / LATEST_FILE, json.dumps({"job_id": artifact.job_id}).encode()
-            )
         except OSError as exc:
             raise ArtifactStoreError(f"cannot write adapter to {folder}: {exc}") from exc
         return str(folder)
@@ -199,13 +207,22 @@ class LocalArtifactStore:
         except OSError as exc:
             raise ArtifactStoreError(f"cannot read {path}: {exc}") from exc
 
-    def latest_job_id(self) -> str | None:
+    def activate(self, job_id: str) -> None:
+        body = json.dumps({"job_id": _check_job_id(job_id)}).encode()
         try:
-            return str(json.loads((self.root / LATEST_FILE).read_text())["job_id"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError) as exc:
-            raise ArtifactStoreError(f"cannot read {self.root / LATEST_FILE}: {exc}") from exc
+            self._write_atomic(self.root / ACTIVE_FILE, body)
+        except OSError as exc:
+            raise ArtifactStoreError(f"cannot write {self.root / ACTIVE_FILE}: {exc}") from exc
+
+    def active_job_id(self) -> str | None:
+        for name in (ACTIVE_FILE, LATEST_FILE):
+            try:
+                return str(json.loads((self.root / name).read_text())["job_id"])
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError) as exc:
+                raise ArtifactStoreError(f"cannot read {self.root / name}: {exc}") from exc
+        return None
 
 
 class S3ArtifactStore:
@@ -249,12 +266,6 @@ class S3ArtifactStore:
                 Body=json.dumps(artifact.metadata()).encode(),
                 ContentType="application/json",
             )
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(LATEST_FILE),
-                Body=json.dumps({"job_id": job_id}).encode(),
-                ContentType="application/json",
-            )
         except (BotoCoreError, ClientError) as exc:
             raise ArtifactStoreError(f"cannot write adapter to s3://{self.bucket}: {exc}") from exc
         return f"s3://{self.bucket}/{self._key(job_id)}/"
@@ -271,11 +282,29 @@ class S3ArtifactStore:
         except (ValueError, KeyError) as exc:
             raise ArtifactStoreError(f"adapter of job {job_id} is malformed: {exc}") from exc
 
-    def latest_job_id(self) -> str | None:
+    def activate(self, job_id: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._key(ACTIVE_FILE)
         try:
-            return str(json.loads(self._get(self._key(LATEST_FILE)))["job_id"])
-        except ArtifactNotFoundError:
-            return None
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=json.dumps({"job_id": _check_job_id(job_id)}).encode(),
+                ContentType="application/json",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ArtifactStoreError(f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
+
+    def active_job_id(self) -> str | None:
+        for name in (ACTIVE_FILE, LATEST_FILE):
+            try:
+                return str(json.loads(self._get(self._key(name)))["job_id"])
+            except ArtifactNotFoundError:
+                continue
+            except (ValueError, KeyError) as exc:
+                raise ArtifactStoreError(f"{name} in s3://{self.bucket} is malformed") from exc
+        return None
 
     def put_blob(self, job_id: str, name: str, data: bytes) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

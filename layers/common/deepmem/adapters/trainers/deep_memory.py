@@ -152,6 +152,15 @@ def completed_metrics(progress: dict[str, Any], job_id: str) -> dict[str, Any]:
     base = progress.get("base_val_recall@10")
     if isinstance(base, int | float):
         metrics["recall_before"] = {"recall@10": round(float(base), 4)}
+    # Deep Memory's model serves searches made with deep_memory=True once its job completes:
+    # deepmem has no held-out verdict of its own here, so it never claims one (see README).
+    metrics["applied"] = None
+    metrics["guard"] = {
+        "applied": None,
+        "reason": "Deep Memory uses its model once the job completes; deepmem cannot hold it back",
+        "before": metrics.get("recall_before", {}),
+        "after": metrics.get("recall_after", {}),
+    }
     return metrics
 
 

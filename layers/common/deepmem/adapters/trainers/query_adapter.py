@@ -5,11 +5,15 @@ seeds and followed by a feedback step against the corpus (`feedback`, `query_map
 The same idea as Deep Memory, trained here with numpy only, so it works for any dataset (local
 ones included). Chunk embeddings are left untouched: only the query side moves, so the dataset
 never has to be re-embedded and the adapter can be dropped at any time.
+
+A bounded, seeded share of the pairs is held out of training for the guard (`guard.py`): the
+new adapter is saved either way, but search uses it only when the guard applied it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from deepmem.adapters.dataset.corpus import Corpus, embed_questions, load_corpus
@@ -20,6 +24,8 @@ from deepmem.adapters.trainers.adapter_maths import (
     group_pairs,
 )
 from deepmem.adapters.trainers.adapter_models import train_query_model
+from deepmem.adapters.trainers.guard import GuardConfig, split_pairs
+from deepmem.adapters.trainers.guarded import held_questions
 from deepmem.adapters.trainers.query_maps import FEEDBACK, FEEDBACK_MODEL, QueryModel
 from deepmem.domain.errors import DatasetError, NotEnoughPairsError
 from deepmem.domain.models import TrainerKind
@@ -38,16 +44,30 @@ def query_model_for(kind: TrainerKind) -> QueryModel:
     return FEEDBACK_MODEL if kind is TrainerKind.FEEDBACK_ADAPTER else QueryModel()
 
 
+@dataclass(frozen=True)
+class GuardedResult:
+    """A trained adapter and the held-out questions the guard scores it on (never trained on)."""
+
+    result: AdapterResult
+    held: QuestionSet
+    held_pairs: int
+
+
 def train_on_pairs(
     pairs: Sequence[tuple[str, str]],
     corpus: Corpus,
     embedder: Embedder,
     config: AdapterConfig | None = None,
+    *,
     model: QueryModel | None = None,
-) -> AdapterResult:
-    """(question, chunk id) pairs → trained adapter, with pair bookkeeping in the metrics."""
+    guard: GuardConfig | None = None,
+) -> GuardedResult:
+    """(question, chunk id) pairs in pair order → the guard's held-out pairs (`split_pairs`)
+    and an adapter (`model`: linear by default) trained on the others, with pair bookkeeping
+    in the metrics."""
     config = config or AdapterConfig()
-    questions, positives, dropped = group_pairs(pairs, corpus.index)
+    train_pairs, held_pairs = split_pairs(pairs, guard or GuardConfig())
+    questions, positives, dropped = group_pairs(train_pairs, corpus.index)
     if len(questions) < config.min_questions:
         raise NotEnoughPairsError(
             f"the query adapter needs at least {config.min_questions} distinct questions whose "
@@ -61,12 +81,13 @@ def train_on_pairs(
         )
     embedded = QuestionSet(embed_questions(embedder, questions), positives)
     result = train_query_model(embedded, corpus.embeddings, config, model)
+    held, held_dropped = held_questions(embedder, held_pairs, corpus)
     metrics = result.metrics | {
         "pairs": len(pairs),
-        "pairs_dropped": dropped,
+        "pairs_dropped": dropped + held_dropped,
         "embedding_model": embedder.model_name,
     }
-    return AdapterResult(matrix=result.matrix, metrics=metrics)
+    return GuardedResult(AdapterResult(result.matrix, metrics), held, len(held_pairs))
 
 
 _CORPUS_CACHE: dict[str, Corpus] = {}
@@ -100,6 +121,7 @@ class QueryAdapterTrainer:
         seconds_per_call: float = 600.0,
         stream_config: StreamConfig | None = None,
         model: QueryModel | None = None,
+        guard: GuardConfig | None = None,
     ) -> None:
         self.dataset_path = dataset_path
         self.embedder = embedder
@@ -116,6 +138,7 @@ class QueryAdapterTrainer:
             if self.model.kind == FEEDBACK
             else TrainerKind.QUERY_ADAPTER
         )
+        self.guard = guard or GuardConfig()
 
     def _corpus(self) -> Corpus:
         """The dataset's corpus, kept for the next invocation of a warm function: a streamed
@@ -139,10 +162,12 @@ class QueryAdapterTrainer:
             pairs=self.pairs,
             config=self.stream_config,
             model=self.model,
+            guard=self.guard,
         )
 
     def submit(self, run: TrainingRun, pairs: Iterable[TrainingPair]) -> str:
         from deepmem.adapters.trainers.artifacts import AdapterArtifact, ArtifactNotFoundError
+        from deepmem.adapters.trainers.guarded import guard_and_save
 
         job_id = adapter_job_id(run.id, run.attempt, self.kind)
         try:
@@ -154,28 +179,36 @@ class QueryAdapterTrainer:
             self._job(job_id, str(run.id)).run(self.seconds_per_call)
             return job_id
         corpus = load_corpus(self.dataset_path, self.token)
-        result = train_on_pairs(
+        trained = train_on_pairs(
             [(p.question, p.chunk_id) for p in pairs],
             corpus,
             self.embedder,
             self.config,
-            self.model,
+            model=self.model,
+            guard=self.guard,
         )
-        self.artifacts.save(
-            AdapterArtifact(
-                job_id=job_id,
-                run_id=str(run.id),
-                matrix=result.matrix,
-                embedding_model=self.embedder.model_name,
-                dimension=corpus.dimension,
-                metrics=result.metrics | {"job_id": job_id, "dataset": self.dataset_path},
-                model=self.model,
-            )
+        artifact = AdapterArtifact(
+            job_id=job_id,
+            run_id=str(run.id),
+            matrix=trained.result.matrix,
+            embedding_model=self.embedder.model_name,
+            dimension=corpus.dimension,
+            metrics=trained.result.metrics | {"job_id": job_id, "dataset": self.dataset_path},
+            model=self.model,
+        )
+        guard_and_save(
+            self.artifacts,
+            artifact,
+            trained.held,
+            corpus.embeddings,
+            self.guard,
+            held_pairs=trained.held_pairs,
         )
         return job_id
 
     def check(self, job_id: str) -> JobStatus:
         from deepmem.adapters.trainers.artifacts import ArtifactNotFoundError
+        from deepmem.adapters.trainers.guarded import ensure_active
 
         try:
             artifact = self.artifacts.load(job_id)
@@ -188,6 +221,7 @@ class QueryAdapterTrainer:
                 state=JobState.FAILED,
                 error=f"no query adapter artifact for job {job_id}: it never completed",
             )
+        ensure_active(self.artifacts, artifact)
         return JobStatus(
             state=JobState.COMPLETED,
             progress={"epochs": artifact.metrics.get("epochs")},

@@ -1,7 +1,9 @@
 // The training history: newest first, paged; one expandable row at a time; generated and
 // completed rows select their run into the workflow card instead.
 
-import { ACTIVE, Badge, FAILED, html, progressText, shortId, useEffect, useRef, when } from "./ui.js";
+import {
+  ACTIVE, Badge, FAILED, appliedText, html, progressText, shortId, useEffect, useRef, when,
+} from "./ui.js";
 
 const SELECTABLE = new Set(["generated", "completed"]);
 
@@ -57,7 +59,9 @@ function Row({ run, expanded, selected, spinning, busy, actions }) {
       data-status=${run.status} onClick=${toggle}>
       <td><${RowButton} run=${run} expanded=${expanded} selected=${selected}
         onToggle=${actions.onToggle} onSelect=${actions.onSelect} /></td>
-      <td><${Badge} status=${run.status} /></td>
+      <td><${Badge} status=${run.status} />${run.status === "completed" && run.metrics?.guard
+        ? html` <span class="applied-flag" data-applied=${String(run.metrics.guard.applied)}>${appliedText(run.metrics.guard.applied)}</span>`
+        : null}</td>
       <td>${run.dataset}</td>
       <td>${when(run.created_at)}</td>
       <td class="num">${run.attempt}</td>

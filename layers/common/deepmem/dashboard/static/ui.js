@@ -55,3 +55,10 @@ export function when(iso) {
 export function Notice({ kind, children }) {
   return html`<div class=${`notice ${kind}`}>${children}</div>`;
 }
+
+// Whether the trainer's guard applied a completed run's adapter (null: it cannot tell).
+export function appliedText(applied) {
+  if (applied === true) return "applied";
+  if (applied === false) return "not applied";
+  return "applied: unknown";
+}

@@ -1,7 +1,7 @@
 // The training workflow card: Generate (or why not), then the run in focus: its live progress,
 // its pairs for review with Train, or its recall before → after.
 
-import { BLOCKING_MESSAGES, Badge, html, shortId, useEffect, useState } from "./ui.js";
+import { BLOCKING_MESSAGES, Badge, appliedText, html, shortId, useEffect, useState } from "./ui.js";
 
 function GenerateControl({ settings, busy, onGenerate, onShowRow }) {
   const blocked = settings && settings.has_blocking_run;
@@ -62,14 +62,37 @@ function PairsReview({ run, load }) {
     </div>`;
 }
 
+const GUARD_METRICS = ["recall@1", "recall@5", "recall@10", "ndcg@10"];
+const pct = (value) => (value === undefined || value === null ? "—" : `${(value * 100).toFixed(1)}%`);
+
+function GuardTable({ guard }) {
+  const before = guard.before || {};
+  const after = guard.after || {};
+  const previous = guard.previous || null;
+  const keys = GUARD_METRICS.filter((key) => key in before || key in after);
+  return html`<table class="recall" aria-label="Held-out recall and nDCG before and after training">
+      <thead><tr><th scope="col">Metric</th><th scope="col">Before → after</th>
+        ${previous ? html`<th scope="col">Active adapter</th>` : null}</tr></thead>
+      <tbody>${keys.map((key) => html`<tr key=${key} data-metric=${key}><td>${key}</td>
+        <td class="num">${pct(before[key])} → ${pct(after[key])}</td>
+        ${previous ? html`<td class="num previous">${pct(previous[key])}</td>` : null}</tr>`)}</tbody>
+    </table>
+    <p class="applied" data-applied=${String(guard.applied)}>
+      <strong>${appliedText(guard.applied)}</strong>${guard.reason ? `: ${guard.reason}` : ""}</p>
+    <p class="muted">On ${guard.questions ?? "the"} held-out generated questions, never trained on
+      (binary relevance).</p>`;
+}
+
 function Recall({ run }) {
   const metrics = run.metrics || {};
+  const trainer = html`<p>Trainer: <strong class="trainer">${(metrics.trainer || "unknown").replace("_", " ")}</strong></p>`;
+  if (metrics.guard) {
+    return html`<h3>Recall</h3>${trainer}<${GuardTable} guard=${metrics.guard} />`;
+  }
   const before = metrics.recall_before || {};
   const after = metrics.recall_after || {};
   const keys = Object.keys(after).length ? Object.keys(after) : Object.keys(before);
-  const pct = (value) => (value === undefined ? "—" : `${(value * 100).toFixed(1)}%`);
-  return html`<h3>Recall</h3>
-    <p>Trainer: <strong class="trainer">${(metrics.trainer || "unknown").replace("_", " ")}</strong></p>
+  return html`<h3>Recall</h3>${trainer}
     <table class="recall" aria-label="Recall before and after training">
       <thead><tr><th scope="col">Metric</th><th scope="col">Before → after</th></tr></thead>
       <tbody>${keys.map((key) => html`<tr key=${key}><td>${key}</td>
