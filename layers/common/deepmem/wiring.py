@@ -389,8 +389,7 @@ def build_training_service(
 
 def build_corpus_search(config: Config, store: RunStore | None = None) -> CorpusSearch:
     """The configured dataset as a search corpus, its queries embedded by the model training
-    uses (the same decision, `TrainingService.embedding_model`), with the active adapter (the
-    last one the guard applied)."""
+    uses (`TrainingService.embedding_model`), with the active adapter (the guard's last)."""
     from deepmem.adapters.dataset.corpus import CorpusSearch, load_corpus
     from deepmem.adapters.trainers.artifacts import active_query_map, artifact_store_for
 

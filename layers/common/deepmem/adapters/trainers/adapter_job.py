@@ -61,9 +61,7 @@ if TYPE_CHECKING:
 #: (after id, limit) -> the run's next pairs by keyset.
 PairPages = Callable[[int, int], Sequence["TrainingPair"]]
 SCORE_BLOCK = 64  # held-out queries scored against the whole corpus at a time (recall)
-STATE = "state.json"
-MATRICES = "matrices.npz"
-HELDOUT = "heldout.npz"
+STATE, MATRICES, HELDOUT = "state.json", "matrices.npz", "heldout.npz"  # the job's files
 
 
 @dataclass(frozen=True)

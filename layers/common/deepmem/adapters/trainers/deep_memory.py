@@ -21,13 +21,13 @@ Sharp edges of the library worked around here (a streamed submit: `deep_memory_u
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from deepmem.adapters.trainers.deep_memory_metrics import completed_metrics
 from deepmem.adapters.trainers.deep_memory_upload import (
     DeepLakeQueriesUpload,
     PairPages,
@@ -62,8 +62,6 @@ _STATES: dict[str, JobState] = {
     "canceled": JobState.FAILED,
 }
 _ACTIVE = frozenset({JobState.PENDING, JobState.TRAINING})
-# "85.5% (+2.6)%" or "85.5% (+2.6%)": the recall@10 of the best model and its gain in points.
-_BEST_RECALL = re.compile(r"^\s*([\d.]+)%\s*\(([+-]?[\d.]+)\)?%?\)?\s*$")
 
 
 _worker = threading.local()
@@ -138,30 +136,6 @@ def parse_status(payload: dict[str, Any], job_id: str) -> JobStatus:
         error=str(error) if error else None,
         metrics=metrics,
     )
-
-
-def completed_metrics(progress: dict[str, Any], job_id: str) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"trainer": "deep_memory", "job_id": job_id}
-    best = progress.get("best_recall@10")
-    if isinstance(best, str):
-        metrics["best_recall@10"] = best
-        match = _BEST_RECALL.match(best)
-        if match:
-            metrics["recall_after"] = {"recall@10": round(float(match.group(1)) / 100, 4)}
-            metrics["improvement_points@10"] = float(match.group(2))
-    base = progress.get("base_val_recall@10")
-    if isinstance(base, int | float):
-        metrics["recall_before"] = {"recall@10": round(float(base), 4)}
-    # Deep Memory's model serves searches made with deep_memory=True once its job completes:
-    # deepmem has no held-out verdict of its own here, so it never claims one (see README).
-    metrics["applied"] = None
-    metrics["guard"] = {
-        "applied": None,
-        "reason": "Deep Memory uses its model once the job completes; deepmem cannot hold it back",
-        "before": metrics.get("recall_before", {}),
-        "after": metrics.get("recall_after", {}),
-    }
-    return metrics
 
 
 def point_library_at(api_url: str | None) -> None:
