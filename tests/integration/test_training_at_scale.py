@@ -112,6 +112,11 @@ def test_300k_pairs_train_across_invocations_in_bounded_memory(
     assert metrics["shards"] == PAIRS // 10_000 and metrics["shards_reused"] == 0
     assert metrics["invocations"] == len(result["actions"])
     assert 0 < metrics["heldout_questions"] <= 2_048
-    assert metrics["train_questions"] + metrics["heldout_questions"] == PAIRS
+    # Every pair is training's, early stopping's or the guard's (`metrics.guard.pairs`).
+    assert (
+        metrics["train_questions"] + metrics["heldout_questions"] + metrics["guard"]["pairs"]
+        == PAIRS
+    )
+    assert metrics["guard"]["pairs"] == 2_048  # the guard's bound
     print(f"peak RSS {result['peak_rss_mib']:.0f} MiB over {len(result['actions'])} invocations")
     assert result["peak_rss_mib"] < BOUND_MIB

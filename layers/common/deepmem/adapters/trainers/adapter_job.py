@@ -48,7 +48,7 @@ from deepmem.adapters.trainers.embedded_questions import pack as _pack
 from deepmem.adapters.trainers.embedded_questions import pack_rows as _pack_rows
 from deepmem.adapters.trainers.embedded_questions import unpack as _unpack
 from deepmem.adapters.trainers.guard import GuardConfig
-from deepmem.adapters.trainers.guarded import GuardPairs, guard_and_save, held_questions
+from deepmem.adapters.trainers.guarded import GuardPairs, guard_and_save
 from deepmem.adapters.trainers.query_maps import LINEAR, QueryModel, query_map
 from deepmem.domain.errors import NotEnoughPairsError
 from deepmem.ports import JobState, JobStatus
@@ -181,7 +181,9 @@ class StreamedAdapterJob:
         row_of = {question: i for i, question in enumerate(embedded.questions)}
         rows_by_question: dict[str, list[int]] = {}
         guard_pairs = GuardPairs(self.artifacts, self.job_id, self.guard)
-        train_pairs, progress.guard_pairs = guard_pairs.hold_out(page, progress.guard_pairs)
+        train_pairs, progress.guard_pairs = guard_pairs.hold_out(
+            page, progress.guard_pairs, embedded, self.corpus
+        )
         for pair in train_pairs:
             row = self.corpus.index.get(pair.chunk_id)
             if row is None:
@@ -364,18 +366,10 @@ class StreamedAdapterJob:
             "embedding_model": self.embedder.model_name,
             "job_id": self.job_id,
         }
-        pairs = GuardPairs(self.artifacts, self.job_id, self.guard).pairs()
-        guard_set, _ = held_questions(self.embedder, pairs, self.corpus)
-        model, dim = self.embedder.model_name, corpus.shape[1]
-        artifact = AdapterArtifact(
-            self.job_id,
-            self.run_id,
-            best,
-            model,
-            dim,
-            metrics,
-            model=replace(self.model, members=1),
-        )
+        guard_pairs = GuardPairs(self.artifacts, self.job_id, self.guard)
+        pairs, guard_set = guard_pairs.pairs(), guard_pairs.questions(corpus.shape[1])
+        name, dim, model = self.embedder.model_name, corpus.shape[1], replace(self.model, members=1)
+        artifact = AdapterArtifact(self.job_id, self.run_id, best, name, dim, metrics, model=model)
         guard_and_save(
             self.artifacts, artifact, guard_set, corpus, self.guard, held_pairs=len(pairs)
         )

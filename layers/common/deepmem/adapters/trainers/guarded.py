@@ -15,6 +15,7 @@ from deepmem.adapters.dataset.corpus import Corpus, embed_questions
 from deepmem.adapters.trainers import guard
 from deepmem.adapters.trainers.adapter_maths import QuestionSet, group_pairs
 from deepmem.adapters.trainers.artifacts import AdapterArtifact, active_artifact
+from deepmem.adapters.trainers.embedded_questions import EmbeddedPage, pack, unpack
 
 if TYPE_CHECKING:
     from deepmem.adapters.trainers.artifacts import ArtifactStore
@@ -34,27 +35,44 @@ def held_questions(
 
 
 class GuardPairs:
-    """A streamed job's guard pairs (`guard.GuardSplit` in pair order), kept as the job's
-    working file `guard-pairs.json` as the pages are read, and never trained on."""
+    """A streamed job's guard pairs (`guard.GuardSplit` in pair order), never trained on: kept
+    as the job's working files as the pages are read, the pairs (`guard-pairs.json`) and their
+    questions with the embeddings the page already has (`guard.npz`: embedded once)."""
 
-    FILE = "guard-pairs.json"
+    FILE, QUESTIONS = "guard-pairs.json", "guard.npz"
 
     def __init__(self, store: ArtifactStore, job_id: str, config: guard.GuardConfig) -> None:
         self.store, self.job_id, self.config = store, job_id, config
 
-    def hold_out(self, page: Sequence[TrainingPair], held: int) -> tuple[list[TrainingPair], int]:
+    def hold_out(
+        self, page: Sequence[TrainingPair], held: int, embedded: EmbeddedPage, corpus: Corpus
+    ) -> tuple[list[TrainingPair], int]:
         """The page's pairs to train on, and how many the guard holds now (`held` before)."""
         split = guard.GuardSplit(self.config, held=held)
         admitted = [split.admit(pair.chunk_id) for pair in page]
-        kept = [[p.question, p.chunk_id] for p, a in zip(page, admitted, strict=True) if a]
+        kept = [(p.question, p.chunk_id) for p, a in zip(page, admitted, strict=True) if a]
         if kept:
-            body = json.dumps([list(p) for p in self.pairs()] + kept).encode()
+            questions, positives, _ = group_pairs(kept, corpus.index)
+            row_of = {question: i for i, question in enumerate(embedded.questions)}
+            added = QuestionSet(embedded.embeddings[[row_of[q] for q in questions]], positives)
+            both = self.questions(corpus.dimension)
+            both = QuestionSet(
+                np.concatenate([both.embeddings, added.embeddings]), both.positives + positives
+            )
+            self.store.put_blob(self.job_id, self.QUESTIONS, pack(both))
+            body = json.dumps([list(p) for p in self.pairs() + kept]).encode()
             self.store.put_blob(self.job_id, self.FILE, body)
         return [p for p, a in zip(page, admitted, strict=True) if not a], split.held
 
     def pairs(self) -> list[tuple[str, str]]:
         data = self.store.get_blob(self.job_id, self.FILE)
         return [] if data is None else [(q, c) for q, c in json.loads(data)]
+
+    def questions(self, dimension: int) -> QuestionSet:
+        data = self.store.get_blob(self.job_id, self.QUESTIONS)
+        if data is None:
+            return QuestionSet(np.zeros((0, dimension), dtype=np.float32), [])
+        return unpack(data)
 
 
 def previous_map(
