@@ -66,7 +66,7 @@ def test_a_refusal_paces_at_what_the_window_admitted() -> None:
     assert all(1 / 40 < gap <= 1 / rate + 1e-9 for gap in gaps), gaps
 
 
-def test_refusals_that_echo_a_cut_do_not_cut_again() -> None:
+def test_late_refusals_refine_the_cut_and_echoes_of_it_change_nothing() -> None:
     async def scenario() -> list[float | None]:
         clock = Clock()
         p = pacer(clock)
@@ -84,8 +84,10 @@ def test_refusals_that_echo_a_cut_do_not_cut_again() -> None:
 
     cut, before, soon = asyncio.run(scenario())
     assert cut == pytest.approx(pacing.HEADROOM * 40)
-    assert before == cut
-    assert soon == cut
+    # Five of the 40 were refused too, their answers late: the window held 35 of the lane's
+    # calls. The pace is measured again (no second cut on top of the first).
+    assert before == pytest.approx(pacing.HEADROOM * 35)
+    assert soon == before
 
 
 def test_a_cut_never_goes_deeper_than_half_and_never_below_the_floor() -> None:
@@ -235,3 +237,18 @@ def test_slots_stay_counted_when_a_lending_chunk_is_cancelled() -> None:
             free += 1
 
     assert asyncio.run(scenario()) == 2  # not 3: the lent slot was not given back twice
+
+
+def test_after_a_burst_filled_the_window_no_call_is_sent_into_it_before_it_drains() -> None:
+    async def scenario() -> tuple[float, float]:
+        clock = Clock()
+        p = pacer(clock)
+        burst = [await p.turn() for _ in range(40)]  # all at once, all admitted
+        clock.now += 0.3
+        refused = await p.turn()
+        p.pushed_back(refused)  # the window is full: 40 of the lane's calls in it
+        return burst[0], await p.turn()
+
+    started, next_turn = asyncio.run(scenario())
+    # Not 1/39.6 s later (the pace alone): once the burst's calls leave the window.
+    assert next_turn == pytest.approx(started + 1.0)

@@ -75,6 +75,7 @@ class LanePacer:
         self._last_cut = -math.inf
         self._grown_at = 0.0
         self._epoch = 0
+        self._share = 0
 
     # ---- slots: one per chunk in progress -----------------------------------------------------
 
@@ -113,7 +114,7 @@ class LanePacer:
             if self.rate is None:
                 return self._give(now)
             self._grow(now)
-            at = max(now, self._next)
+            at = self._room_at(max(now, self._next))
             self._next = at + 1.0 / self.rate
             epoch = self._epoch
             if at > now:
@@ -128,23 +129,38 @@ class LanePacer:
         self.refusals += 1
         now = self._clock()
         bisect.insort(self._refused, sent)
-        if sent < self._last_cut + self._window:
-            return  # sent before the last cut, or so soon after it that the window still held
-            # calls sent at the old pace: an echo of what that cut answered
         self._forget_before(now - 2 * self._window)
         admitted = self._admitted_before(sent)
+        if sent < self._last_cut:
+            self._refine(admitted)
+            return
+        if sent < self._last_cut + self._window:
+            return  # sent so soon after the cut that the window still held calls sent at the
+            # old pace: an echo of what that cut answered
         if self.rate is None and admitted < MIN_ADMITTED:
             return
         measured = HEADROOM * admitted / self._window
         if self.rate is not None:
             measured = max(min(measured, self.rate), MAX_CUT * self.rate)
         self.rate = max(MIN_RATE, measured)
+        self._share = max(1, admitted)
         self.cuts += 1
         self._last_cut = now
         self._grown_at = now
         self._epoch += 1
         last = self._sent[-1] if self._sent else now
         self._next = last + 1.0 / self.rate
+
+    def _refine(self, admitted: int) -> None:
+        """A refusal, late, of a call sent before the last cut: the calls of the burst that
+        filled the window are refused in the order they came, so the window that cut measured
+        held fewer of this lane's calls than it counted then. Lower the pace to that; no cut."""
+        if self.rate is None or admitted >= self._share:
+            return
+        self._share = max(1, admitted)
+        self.rate = max(MIN_RATE, min(self.rate, HEADROOM * admitted / self._window))
+        self._epoch += 1
+        self._next = (self._sent[-1] if self._sent else self._clock()) + 1.0 / self.rate
 
     def _admitted_before(self, sent: float) -> int:
         """This lane's calls the endpoint admitted in the window that ended at `sent`, the
@@ -154,6 +170,27 @@ class LanePacer:
         sends = bisect.bisect_left(self._sent, sent) - bisect.bisect_left(self._sent, start)
         refused = bisect.bisect_left(self._refused, sent) - bisect.bisect_left(self._refused, start)
         return max(0, sends - refused)
+
+    def _room_at(self, at: float) -> float:
+        """`at`, or later if the window ending then would hold more of this lane's calls than
+        the endpoint admitted it at the last cut (nor fewer than the pace sends in a window):
+        after a burst filled the window, no call is sent into it before it drains."""
+        assert self.rate is not None
+        limit = max(self._share, math.floor(self.rate * self._window))
+        refused = list(self._refused)
+        admitted = []
+        for sent in reversed(self._sent):  # newest first
+            if sent <= at - self._window:
+                break
+            if refused and refused[-1] == sent:
+                refused.pop()
+                continue
+            while refused and refused[-1] > sent:
+                refused.pop()
+            admitted.append(sent)
+        if len(admitted) < limit:
+            return at
+        return max(at, admitted[limit - 1] + self._window)
 
     def _give(self, now: float) -> float:
         self.turns += 1
