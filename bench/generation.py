@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--chunks", type=int, default=2000)
-    parser.add_argument("--sample", type=int, default=40, help="chunks for the slow peers")
+    parser.add_argument("--sample", type=int, default=30, help="chunks for the slow peers")
     parser.add_argument("--latency", type=float, default=0.3)
     parser.add_argument("--rpm", type=int, default=4800, help="the server's cap (main run)")
     parser.add_argument(
