@@ -29,7 +29,15 @@ from deepmem.domain.chunks import Chunk
 from deepmem.domain.models import SettingsUpdate, TrainingRun
 from deepmem.domain.status import Phase, RunStatus
 from deepmem.local.functions import task_handlers
-from deepmem.ports import GeneratedQuestions, JobState, JobStatus, QuestionGenerator, Trainer
+from deepmem.ports import (
+    UNPACED,
+    GeneratedQuestions,
+    JobState,
+    JobStatus,
+    Pacer,
+    QuestionGenerator,
+    Trainer,
+)
 from deepmem.services.runs import RunService
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from rich.console import Console
@@ -66,12 +74,14 @@ class PacedGenerator:
         self._inner = inner
         self._pace = pace
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
         while not self._pace.generation.is_set():
             await asyncio.sleep(0.02)
         if self._pace.seconds_per_chunk:
             await asyncio.sleep(self._pace.seconds_per_chunk)
-        return await self._inner.generate(chunk, count)
+        return await self._inner.generate(chunk, count, pacer)
 
 
 class PacedTrainer:

@@ -141,6 +141,38 @@ def test_rate_limits_and_5xx_recover_by_retry(
     _assert_consistent(postgres_store, run.id)
 
 
+def test_a_rate_cap_far_under_the_lanes_concurrency_fails_no_chunk(
+    postgres_store: PostgresStore, database_url: str, dataset: str, llm: FakeLLMServer
+) -> None:
+    # 16 slots of 0.1 s calls would send 160 a second against a cap of 20 in any second: most
+    # calls of the first second are refused, and with 3 retries a chunk fails on its fourth
+    # refusal. Every retry takes a turn from the lane's pacer, which learned the cap from the
+    # first refusals, so the burst never reaches one chunk four times.
+    _configure(postgres_store, max_chunks_per_run=80, lanes=1, batch_size=40, concurrency=16)
+    llm.configure(latency=0.1, rpm=20, rpm_window=1.0)
+    run = postgres_store.create_run(dataset, None)
+    config = Config.model_validate(
+        {
+            "DATABASE_URL": database_url,
+            "OPENAI_BASE_URL": llm.base_url,
+            "OPENAI_API_KEY": "test",
+            "DEEPMEM_LLM_MAX_RETRIES": "3",
+        }
+    )
+    walk_lanes(build_generation_service(config), run.id)
+    after = postgres_store.get_run(run.id)
+    assert (after.status, after.processed_chunks, after.failed_chunk_streak) == (
+        RunStatus.GENERATED,
+        80,
+        0,
+    )
+    stats = llm.stats()
+    assert stats["by_status"]["429"] > 0  # the cap did refuse calls
+    assert stats["by_status"]["200"] == 80
+    assert set(stats["answered_per_chunk"].values()) == {1}
+    _assert_consistent(postgres_store, run.id)
+
+
 def test_persistent_outage_fails_the_batch_and_loses_nothing(
     postgres_store: PostgresStore, database_url: str, dataset: str, llm: FakeLLMServer
 ) -> None:

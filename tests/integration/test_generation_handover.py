@@ -25,7 +25,7 @@ from deepmem.domain.models import SettingsUpdate
 from deepmem.domain.status import Phase, RunStatus
 from deepmem.local.functions import load_function
 from deepmem.local.workflow import LocalWorkflow
-from deepmem.ports import ExecutionState, GeneratedQuestions
+from deepmem.ports import UNPACED, ExecutionState, GeneratedQuestions, Pacer
 from deepmem.services.generation import GenerationService
 from deepmem.services.runs import RunService
 
@@ -61,9 +61,11 @@ class Counting:
         self.inner = OfflineQuestionGenerator()
         self.asked: list[str] = []
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
         self.asked.append(chunk.id)
-        return await self.inner.generate(chunk, count)
+        return await self.inner.generate(chunk, count, pacer)
 
 
 class Handlers:

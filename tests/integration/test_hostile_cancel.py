@@ -28,7 +28,7 @@ from deepmem.domain.models import BatchOutcome, BatchRecord, SettingsUpdate
 from deepmem.domain.status import Phase, RunStatus
 from deepmem.local.functions import load_function
 from deepmem.local.workflow import LocalWorkflow
-from deepmem.ports import GeneratedQuestions
+from deepmem.ports import UNPACED, GeneratedQuestions, Pacer
 from deepmem.services.generation import GenerationService
 from deepmem.services.runs import RunService
 
@@ -69,14 +69,16 @@ class CountingGenerator:
         self._calls = calls
         self._inner = OfflineQuestionGenerator()
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
         attempt = self._calls.worker.attempt
         with self._calls.lock:
             self._calls.made.append((attempt, chunk.id, time.monotonic()))
             held = attempt == 1 and len([c for c in self._calls.made if c[0] == 1]) > FREE_CALLS
         while held and not self._calls.gate.is_set():
             await asyncio.sleep(0.01)
-        return await self._inner.generate(chunk, count)
+        return await self._inner.generate(chunk, count, pacer)
 
 
 class WatchedStore(PostgresStore):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import openai
@@ -330,3 +331,60 @@ def test_nul_characters_in_an_answer_are_cleaned(server: FakeLLMServer) -> None:
     result = generate(server)
     assert result.questions == EXPECTED
     assert not any("\x00" in q for q in result.questions)
+
+
+class RecordingPacer:
+    """A Pacer that gives every turn at once and writes down what the generator told it."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self._turn = 0.0
+
+    async def turn(self) -> float:
+        self._turn += 1.0
+        self.events.append(("turn", self._turn))
+        return self._turn
+
+    def pushed_back(self, sent: float, retry_after: float | None = None) -> None:
+        self.events.append(("pushed_back", sent, retry_after))
+
+    @contextlib.asynccontextmanager
+    async def idle(self) -> AsyncIterator[None]:
+        self.events.append(("idle",))
+        yield
+        self.events.append(("busy",))
+
+
+def test_every_attempt_takes_a_turn_and_each_429_is_reported_before_its_retry(
+    server: FakeLLMServer,
+) -> None:
+    server.configure(fail_first=3, fail_status=429, retry_after="2")
+    pacer = RecordingPacer()
+    sleep = RecordingSleep()
+    result = run(server, lambda g: g.generate(CHUNK, 3, pacer), sleep=sleep)
+    assert result.questions == EXPECTED
+    assert (result.llm_calls, result.retries) == (4, 3)
+    expected: list[tuple[Any, ...]] = []
+    for turn in (1.0, 2.0, 3.0):  # each refusal told at once, naming its turn, then the wait
+        expected += [("turn", turn), ("pushed_back", turn, 2.0), ("idle",), ("busy",)]
+    assert pacer.events == [*expected, ("turn", 4.0)]
+    # Retry-After still honoured: each wait (inside `idle`, its slot lent) is the server's.
+    assert len(sleep.delays) == 3 and all(2.0 <= d <= 2.2 for d in sleep.delays)
+    assert server.stats()["chat"] == 4  # one call per turn, no call without one
+
+
+def test_a_5xx_retry_takes_a_turn_but_is_no_refusal_for_load(server: FakeLLMServer) -> None:
+    server.configure(fail_first=2, fail_status=503, retry_after="0")
+    pacer = RecordingPacer()
+    result = run(server, lambda g: g.generate(CHUNK, 3, pacer), sleep=RecordingSleep())
+    assert result.retries == 2
+    # Three turns; nothing reported, no slot lent: an error, not the endpoint's pace.
+    assert pacer.events == [("turn", 1.0), ("turn", 2.0), ("turn", 3.0)]
+
+
+def test_a_refusal_for_good_takes_one_turn(server: FakeLLMServer) -> None:
+    server.configure(fail_first=1, fail_status=401)
+    pacer = RecordingPacer()
+    with pytest.raises(GenerationError):
+        run(server, lambda g: g.generate(CHUNK, 3, pacer), sleep=RecordingSleep())
+    assert pacer.events == [("turn", 1.0)]

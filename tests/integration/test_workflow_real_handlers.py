@@ -28,7 +28,7 @@ from deepmem.domain.models import SettingsUpdate
 from deepmem.domain.status import Phase, RunStatus
 from deepmem.local.functions import load_function
 from deepmem.local.workflow import LocalWorkflow
-from deepmem.ports import ExecutionState, GeneratedQuestions
+from deepmem.ports import UNPACED, ExecutionState, GeneratedQuestions, Pacer
 from deepmem.services.generation import GenerationService
 from deepmem.services.runs import RunService
 
@@ -85,10 +85,12 @@ class FaultyGenerator:
         self._inner = OfflineQuestionGenerator()
         self._faults = faults
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
         self._faults.in_batch()
         self._faults.calls += 1
-        return await self._inner.generate(chunk, count)
+        return await self._inner.generate(chunk, count, pacer)
 
 
 @pytest.fixture

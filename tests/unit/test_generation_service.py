@@ -24,7 +24,7 @@ from deepmem.domain.handover import GenerationLimits, HandoverBudget
 from deepmem.domain.models import BatchOutcome, BatchRecord, ChunkQuestions, Settings
 from deepmem.domain.provenance import GeneratorChoice
 from deepmem.domain.status import RunStatus
-from deepmem.ports import GeneratedQuestions
+from deepmem.ports import UNPACED, GeneratedQuestions, Pacer
 from deepmem.services.generation import GenerationService, Handover, LaneSetup
 
 from tests.fakes import events
@@ -91,7 +91,9 @@ class FakeGenerator:
         self.in_flight = 0
         self.fail_from = fail_from
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
         self.asked[chunk.id] += 1
         self.in_flight += 1
         try:
@@ -320,7 +322,9 @@ def test_the_handler_passes_the_setup_and_the_output_carries_it_on() -> None:
 class OutageGenerator(FakeGenerator):
     """Every call fails as an LLM outage does once the adapter's retries are spent."""
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
         self.asked[chunk.id] += 1
         await asyncio.sleep(0.001)
         raise TransientGenerationError(f"LLM call for chunk {chunk.id} failed: HTTP 500")

@@ -12,7 +12,7 @@ from deepmem.domain.chunks import Chunk
 from deepmem.domain.errors import StaleWorkerError
 from deepmem.domain.models import Settings, TrainerKind
 from deepmem.domain.status import RunStatus
-from deepmem.ports import GeneratedQuestions, JobState
+from deepmem.ports import UNPACED, GeneratedQuestions, JobState, Pacer
 from deepmem.services.generation import GenerationService
 from deepmem.services.training import TrainingService
 
@@ -31,7 +31,9 @@ class MovingGenerator:
         self.calls: list[str] = []
         self.moved_after: int | None = None
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
         self.calls.append(chunk.id)
         if len(self.calls) == self.at:
             self.store.transition(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -168,12 +170,51 @@ class GeneratedQuestions:
     retries: int = 0
 
 
+class Pacer(Protocol):
+    """Turns for the LLM calls of one lane call: every attempt, retries included, takes one,
+    and a refusal for load is reported as it comes back, so one pace governs them all."""
+
+    async def turn(self) -> float:
+        """Wait for the next attempt's turn; return when it was given (names the attempt)."""
+        ...
+
+    def pushed_back(self, sent: float, retry_after: float | None = None) -> None:
+        """The attempt given its turn at `sent` was refused for load (HTTP 429); `retry_after`
+        is the endpoint's hint, which the attempt's own retry honours."""
+        ...
+
+    def idle(self) -> AbstractAsyncContextManager[None]:
+        """Around the wait before the retry of a call refused for load: the lane may give the
+        chunk's slot to another chunk's call meanwhile (the retry waits for a slot again)."""
+        ...
+
+
+class Unpaced:
+    """A Pacer that gives every turn at once: for a generator used outside a lane."""
+
+    async def turn(self) -> float:
+        return time.monotonic()
+
+    def pushed_back(self, sent: float, retry_after: float | None = None) -> None:
+        return None
+
+    def idle(self) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
+
+
+UNPACED: Pacer = Unpaced()
+
+
 class QuestionGenerator(Protocol):
     """Questions a user would ask that the chunk alone answers."""
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
-        """Raise TransientGenerationError after retries are exhausted on rate limits, 5xx and
-        timeouts; GenerationError at once on a request the service refuses for good."""
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
+        """Every LLM call, each retry too, waits for a `pacer.turn()` and reports a refusal
+        for load to `pacer.pushed_back` at once. Raise TransientGenerationError after retries
+        are exhausted on rate limits, 5xx and timeouts; GenerationError at once on a request
+        the service refuses for good."""
         ...
 
 

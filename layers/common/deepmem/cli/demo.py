@@ -42,7 +42,15 @@ from deepmem.domain.errors import (
 from deepmem.domain.models import Settings, SettingsUpdate, TrainingRun
 from deepmem.domain.status import PROCEED_TARGETS, Phase, RunStatus, done_status, failed_status
 from deepmem.local.functions import task_handlers
-from deepmem.ports import GeneratedQuestions, JobState, JobStatus, QuestionGenerator, Trainer
+from deepmem.ports import (
+    UNPACED,
+    GeneratedQuestions,
+    JobState,
+    JobStatus,
+    Pacer,
+    QuestionGenerator,
+    Trainer,
+)
 
 DEMO_SETTINGS = SettingsUpdate(
     questions_per_chunk=3, batch_size=20, concurrency=8, lanes=2, max_chunks_per_run=None
@@ -82,13 +90,15 @@ class FaultyGenerator:
         self._inner = inner
         self._fault = fault
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
         fault = self._fault
         if fault.armed and fault.phase is Phase.GENERATING:
             if fault.generated >= fault.after_chunks:
                 raise GenerationError(f"{INJECTED}: the LLM endpoint refused the request (401)")
             fault.generated += 1
-        return await self._inner.generate(chunk, count)
+        return await self._inner.generate(chunk, count, pacer)
 
 
 class FaultyTrainer:

@@ -1,7 +1,7 @@
-"""A lane's chunks streamed through the question generator: at most `concurrency` in flight
-(fewer while the LLM pushes back), answers recorded every `batch_size` in one store round trip
-that also looks up which of the next chunks are already processed, every store call off the
-event loop. Used by `GenerationService.batch`."""
+"""A lane's chunks streamed through the question generator: at most `concurrency` in flight,
+every LLM call (retries too) at the pace the endpoint admits (`pacing.LanePacer`), answers
+recorded every `batch_size` in one store round trip that also looks up which of the next chunks
+are already processed, every store call off the event loop. Used by `GenerationService.batch`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from deepmem.domain.models import (
     TrainingRun,
 )
 from deepmem.ports import ChunkSource, GeneratedQuestions, QuestionGenerator, RunStore
+from deepmem.services.pacing import LanePacer
 
 logger = Logger(child=True)
 
@@ -47,41 +48,6 @@ class Tally:
     tokens_used: int = 0
 
 
-class AdaptiveSlots:
-    """At most `limit` chunks in flight. The limit backs off when the LLM pushes back (an
-    answer that needed retries: 429, 5xx, a timeout) and creeps back up while it does not:
-    additive increase, multiplicative decrease, at most one cut per round trip (calls sent
-    before a cut were sent under the old limit). So a rate-limited endpoint is driven at its
-    rate, not hammered into Retry-After waits."""
-
-    def __init__(self, maximum: int, backoff: float = 0.75) -> None:
-        self.maximum = maximum
-        self.limit = float(maximum)
-        self.active = 0
-        self._backoff = backoff
-        self._last_cut = float("-inf")
-        self._changed = asyncio.Condition()
-
-    async def acquire(self) -> float:
-        """Wait for a slot; return when the call starts (to pass back to `release`)."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.active < max(1, int(self.limit)))
-            self.active += 1
-        return time.monotonic()
-
-    async def release(self, started: float, pushed_back: bool | None) -> None:
-        """`pushed_back`: True when the call needed retries, False when it did not, None when
-        it says nothing about the endpoint's load (it failed, or never ran)."""
-        async with self._changed:
-            self.active -= 1
-            if pushed_back and started >= self._last_cut:
-                self.limit = max(1.0, self.limit * self._backoff)
-                self._last_cut = time.monotonic()
-            elif pushed_back is False:
-                self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
-            self._changed.notify_all()
-
-
 @dataclass(frozen=True)
 class NextBatch:
     stop: int
@@ -90,8 +56,10 @@ class NextBatch:
 
 class ChunkStream:
     """Chunks go to the generator as a stream: a new one starts whenever a slot frees
-    (`concurrency` of them, fewer while the LLM pushes back: `AdaptiveSlots`), across batch
-    boundaries, so one slow answer never idles the other slots.
+    (`concurrency` of them), across batch boundaries, so one slow answer never idles the other
+    slots. Every LLM call of every chunk, retries included, waits for a turn from the lane's
+    one pacer, which learns the endpoint's rate from its 429s as they happen: a rate-limited
+    endpoint is driven just under its rate, not into Retry-After waits.
 
     The answers received so far are written by the next round trip to the store, which is the
     look-up of the lane's next batch (one transaction each, one in flight at a time so the
@@ -127,7 +95,7 @@ class ChunkStream:
         self._attempt = attempt
         self._generator = generator
         self._count = settings.questions_per_chunk
-        self.slots = AdaptiveSlots(settings.concurrency)
+        self.pacer = LanePacer(settings.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._answered: list[GeneratedQuestions] = []
         self._writing = asyncio.Lock()
@@ -167,11 +135,11 @@ class ChunkStream:
         return NextBatch(stop, [c for c in chunks if c.id not in processed])
 
     async def submit(self, chunk: Chunk) -> None:
-        started = await self.slots.acquire()
+        await self.pacer.enter()
         if self.stopping:
-            await self.slots.release(started, None)
+            self.pacer.leave()
             return
-        task = asyncio.create_task(self._generate(chunk, started))
+        task = asyncio.create_task(self._generate(chunk, time.monotonic()))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
@@ -253,12 +221,10 @@ class ChunkStream:
         raise first
 
     async def _generate(self, chunk: Chunk, started: float) -> None:
-        pushed_back: bool | None = None
         try:
             if self._stopped:  # the answer came while this task waited for the loop
                 return
-            answer = await self._generator.generate(chunk, self._count)
-            pushed_back = answer.retries > 0
+            answer = await self._generator.generate(chunk, self._count, self.pacer)
             # Appended after the await: `_write` swaps the list meanwhile.
             self._answered.append(answer)
         except Exception as exc:
@@ -267,7 +233,7 @@ class ChunkStream:
             self.failures.append(exc)
         finally:
             self._slowest_ms = max(self._slowest_ms, (time.monotonic() - started) * 1000)
-            await self.slots.release(started, pushed_back)
+            self.pacer.leave()
 
     async def _write(self, look_up: list[str], beat: bool = False) -> frozenset[str]:
         """One round trip: write the answers received so far, ask which of `look_up` the run

@@ -1,5 +1,5 @@
-"""Reading a chat completion from an OpenAI-compatible endpoint without trusting its shape:
-the answer's text and the tokens it cost."""
+"""Reading a chat completion (its JSON body) from an OpenAI-compatible endpoint without trusting
+its shape: the answer's text and the tokens it cost."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ from typing import Any
 
 def content_of(completion: Any) -> str | None:
     """The first choice's message text; None when the completion has none."""
-    choices = getattr(completion, "choices", None)
-    if not choices:
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return None
-    message = getattr(choices[0], "message", None)
-    content = getattr(message, "content", None)
+    message = choices[0].get("message")
+    content = message.get("content") if isinstance(message, dict) else None
     return content if isinstance(content, str) else None
 
 
 def total_tokens(completion: Any) -> int:
     """Tokens the call cost: the usage's total, else prompt + completion tokens, else 0."""
-    usage = getattr(completion, "usage", None)
-    if usage is None:
+    usage = completion.get("usage") if isinstance(completion, dict) else None
+    if not isinstance(usage, dict):
         return 0
-    total = getattr(usage, "total_tokens", None)
-    if isinstance(total, int):
+    total = usage.get("total_tokens")
+    if isinstance(total, int) and not isinstance(total, bool):
         return total
-    prompt = getattr(usage, "prompt_tokens", 0) or 0
-    answer = getattr(usage, "completion_tokens", 0) or 0
-    return int(prompt) + int(answer)
+    prompt = usage.get("prompt_tokens")
+    answer = usage.get("completion_tokens")
+    return sum(n for n in (prompt, answer) if isinstance(n, int) and not isinstance(n, bool))

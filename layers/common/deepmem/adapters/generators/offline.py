@@ -52,7 +52,7 @@ from deepmem.adapters.generators.english import (
 from deepmem.domain.chunks import Chunk
 from deepmem.domain.questions import is_usable
 from deepmem.domain.text import split_sentences
-from deepmem.ports import GeneratedQuestions
+from deepmem.ports import UNPACED, GeneratedQuestions, Pacer
 
 MIN_CONTENT_WORDS = 6  # below this a chunk has nothing worth asking about
 MIN_SENTENCE_WORDS = 4
@@ -98,7 +98,9 @@ class OfflineQuestionGenerator:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
-    async def generate(self, chunk: Chunk, count: int) -> GeneratedQuestions:
+    async def generate(
+        self, chunk: Chunk, count: int, pacer: Pacer = UNPACED
+    ) -> GeneratedQuestions:
         return GeneratedQuestions(
             chunk_id=chunk.id, questions=self.questions(chunk, count), llm_calls=1
         )
