@@ -115,7 +115,7 @@ class OfflineQuestionGenerator:
             return []
         weights = Counter(words)
         title = self._title(chunk)
-        sentences = self._salient_sentences(chunk.text, title, weights)
+        sentences = self._salient_sentences(chunk.text, title, weights, self._heading(chunk))
         text = normalised(chunk.text)
 
         result: list[str] = []
@@ -164,6 +164,14 @@ class OfflineQuestionGenerator:
         return None
 
     @staticmethod
+    def _heading(chunk: Chunk) -> str:
+        """The chunk's whole title, uncut, as `normalised` words ("" without one)."""
+        title = chunk.metadata.get("title")
+        if isinstance(title, str) and title.strip():
+            return normalised(clean(title))
+        return ""
+
+    @staticmethod
     def _title_question(title: str) -> str | None:
         if is_code_name(title):
             return _question(f"What does {title} do")  # a code name: json.dumps, HTTPServer
@@ -172,7 +180,9 @@ class OfflineQuestionGenerator:
         return _question(f"What should I know about {lower_first(title)}")
 
     @staticmethod
-    def _salient_sentences(text: str, title: str | None, weights: Counter[str]) -> list[str]:
+    def _salient_sentences(
+        text: str, title: str | None, weights: Counter[str], heading: str = ""
+    ) -> list[str]:
         scored: list[tuple[float, int, str]] = []
         parts = [
             piece
@@ -186,6 +196,8 @@ class OfflineQuestionGenerator:
                 continue
             if (title and sentence.rstrip(".") == title) or looks_like_code(sentence):
                 continue
+            if heading and normalised(sentence) in heading:
+                continue  # the title restated (Cranfield opens with it): asked about already
             content = {w.lower() for w in words_of(sentence) if is_content(w)}
             if len(content) < 2:
                 continue
