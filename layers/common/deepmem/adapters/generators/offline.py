@@ -212,13 +212,18 @@ class OfflineQuestionGenerator:
     def _candidates(
         self, sentence: str, title: str | None, weights: Counter[str], chunk_id: str
     ) -> list[_Candidate]:
-        """Questions this sentence can give, most natural first, with the subject of each."""
+        """Questions this sentence can give, best retrieval cue first, with the subject of
+        each: two key phrases asked together carry more of the sentence's words than a
+        definition's subject ("What are analytic solutions?"), so they come first."""
         body = sentence.rstrip(".!?")
+        phrases = self._phrase_questions(sentence, body, title, weights, chunk_id)
+        pairs = [c for c in phrases if "\n" in c[2]]  # a pair's span is its two phrases
         return [
+            *pairs,
             *self._definition_questions(body, title),
             *self._verb_questions(body, title),
             *self._imperative_questions(body, title),
-            *self._phrase_questions(sentence, body, title, weights, chunk_id),
+            *(c for c in phrases if "\n" not in c[2]),
         ]
 
     @staticmethod
