@@ -313,7 +313,7 @@ class OfflineQuestionGenerator:
 
     @staticmethod
     def _key_phrases(sentence: str, weights: Counter[str], limit: int = 3) -> list[str]:
-        """The heaviest noun-like runs of consecutive content words (at most 4 words, the
+        """The heaviest noun-like runs of consecutive content words (at most 6 words, the
         best piece of each run), heaviest first; a run right after a determiner ("the",
         "of") is more likely a noun phrase."""
         ranked: list[tuple[float, int, str]] = []
@@ -342,7 +342,7 @@ class OfflineQuestionGenerator:
             previous = word
             best: tuple[float, int, str] | None = None
             for start in range(len(run)):
-                for stop in range(start + 1, min(len(run), start + 4) + 1):
+                for stop in range(start + 1, min(len(run), start + 6) + 1):
                     piece = run[start:stop]
                     if piece[-1].lower().endswith("ly"):
                         continue  # an adverb does not end a noun phrase
