@@ -9,9 +9,10 @@
    bench/results/, so a rerun skips the embedding.
 2. Questions for every chunk from the offline question generator (no LLM); their count per
    chunk and the share of distinct ones are reported.
-3. For each trainer (`query_adapter`: linear; `feedback_adapter`: linear maps averaged over
-   seeds, then a feedback step, `deepmem.adapters.trainers.query_maps`) and each seed, an
-   adapter trained on those generated questions only; the judged queries are never seen.
+3. For each trainer (`query_adapter`: linear; `feedback_adapter`: linear maps cross-fitted on
+   folds and averaged, then a feedback step, `deepmem.adapters.trainers.query_maps`) and
+   each seed, an adapter trained on those generated questions only; the judged queries are
+   never seen.
 4. The judged queries scored base vs adapter: recall@1/5/10 (share of a query's judged chunks
    in its top k), nDCG@10 (graded when the judgments carry grades), hit@10, and how many
    queries got better, worse or stayed the same on recall@10; the mean and range of each
@@ -61,10 +62,11 @@ TRAINERS = {
     "query_adapter": maps.QueryModel(),
     "feedback_adapter": maps.FEEDBACK_MODEL,
 }
-#: Extra rows with `--ablation`: each half of the feedback adapter alone.
+#: Extra rows with `--ablation`: each half of the feedback adapter alone, and more members.
 ABLATION = {
-    "linear, 3 averaged": maps.QueryModel(members=3),
+    "linear, 3 cross-fitted": maps.QueryModel(members=3),
     "feedback, 1 member": maps.QueryModel(kind=maps.FEEDBACK),
+    "feedback, 5 cross-fitted": maps.QueryModel(kind=maps.FEEDBACK, members=5),
 }
 
 

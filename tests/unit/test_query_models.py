@@ -12,7 +12,11 @@ from deepmem.adapters.trainers.adapter_maths import (
     split_holdout,
     train_adapter,
 )
-from deepmem.adapters.trainers.adapter_models import member_seeds, train_query_model
+from deepmem.adapters.trainers.adapter_models import (
+    member_seeds,
+    member_splits,
+    train_query_model,
+)
 from deepmem.adapters.trainers.query_maps import (
     FEEDBACK,
     FEEDBACK_MODEL,
@@ -72,11 +76,12 @@ def test_the_feedback_model_beats_base_and_linear_on_held_out_judged_questions()
     chunks, questions, judged = _topics(3)
     generated = QuestionSet(questions, [[i] for i in range(len(chunks))])
     config = AdapterConfig(seed=0)
-    _, held = split_holdout(len(chunks), config.holdout, config.seed)
+    train_rows, held = split_holdout(len(chunks), config.holdout, config.seed)
+    trained_on = generated.subset(train_rows.tolist())  # the judged ones are never seen
     held_q, held_judged = questions[held], [judged[i] for i in held]
 
-    linear = train_query_model(generated, chunks, config, QueryModel())
-    feedback = train_query_model(generated, chunks, config, FEEDBACK_MODEL)
+    linear = train_query_model(trained_on, chunks, config, QueryModel())
+    feedback = train_query_model(trained_on, chunks, config, FEEDBACK_MODEL)
 
     def r10(mapped: np.ndarray) -> float:
         return recall_at_k(mapped, held_judged, chunks, ks=(10,))["recall@10"]
@@ -86,15 +91,59 @@ def test_the_feedback_model_beats_base_and_linear_on_held_out_judged_questions()
     fed = r10(query_map(FEEDBACK_MODEL, feedback.matrix, chunks).apply(held_q))
     assert lin > base + 0.05
     assert fed > lin + 0.03
-    # its own held-out generated questions are measured through the map search applies
+
+
+def test_one_member_reports_its_held_out_questions_through_the_map_search_applies() -> None:
+    chunks, questions, _ = _topics(4)
+    generated = QuestionSet(questions, [[i] for i in range(len(chunks))])
+    config, model = AdapterConfig(seed=2), QueryModel(kind=FEEDBACK)
+    _, held = split_holdout(len(chunks), config.holdout, config.seed)
+
+    result = train_query_model(generated, chunks, config, model)
+
     own = [[int(i)] for i in held]
-    mapped = query_map(FEEDBACK_MODEL, feedback.matrix, chunks).apply(held_q)
-    through_map = recall_at_k(mapped, own, chunks)
-    linear_only = recall_at_k(LinearMap(feedback.matrix).apply(held_q), own, chunks)
-    assert feedback.metrics["recall_after"] == {k: round(v, 4) for k, v in through_map.items()}
-    assert feedback.metrics["recall_after_linear"] == {
-        k: round(v, 4) for k, v in linear_only.items()
-    }
+    through_map = recall_at_k(
+        query_map(model, result.matrix, chunks).apply(questions[held]), own, chunks
+    )
+    linear_only = recall_at_k(LinearMap(result.matrix).apply(questions[held]), own, chunks)
+    assert result.metrics["heldout_questions"] == len(held)
+    assert result.metrics["recall_after"] == {k: round(v, 4) for k, v in through_map.items()}
+    assert result.metrics["recall_after_linear"] == {k: round(v, 4) for k, v in linear_only.items()}
+
+
+def test_members_are_cross_fitted_so_every_question_trains_all_but_one() -> None:
+    splits = member_splits(103, 3, 0.2, seed=7)
+
+    held = [set(h.tolist()) for _, h in splits]
+    assert [len(h) for h in held] == [35, 34, 34]
+    assert set().union(*held) == set(range(103)) and sum(map(len, held)) == 103
+    for (train, _), out in zip(splits, held, strict=True):
+        assert set(train.tolist()) == set(range(103)) - out
+    assert all(
+        np.array_equal(a[1], b[1])
+        for a, b in zip(splits, member_splits(103, 3, 0.2, 7), strict=True)
+    )
+    assert not np.array_equal(splits[0][1], member_splits(103, 3, 0.2, 8)[0][1])
+    one = member_splits(103, 1, 0.2, 7)
+    assert len(one) == 1 and all(
+        np.array_equal(a, b) for a, b in zip(one[0], split_holdout(103, 0.2, 7), strict=True)
+    )
+    assert len(member_splits(2, 3, 0.2, 0)) == 2  # never an empty fold
+
+
+def test_cross_fitted_metrics_are_out_of_fold_over_every_question() -> None:
+    chunks, questions, _ = _topics(5)
+    generated = QuestionSet(questions, [[i] for i in range(len(chunks))])
+
+    result = train_query_model(generated, chunks, AdapterConfig(seed=1), FEEDBACK_MODEL)
+
+    metrics = result.metrics
+    assert metrics["heldout_questions"] == len(chunks) == metrics["questions"]
+    assert metrics["heldout"] == "out-of-fold over 3 members"
+    base = recall_at_k(questions, [[i] for i in range(len(chunks))], chunks)
+    assert metrics["recall_before"] == {k: round(v, 4) for k, v in base.items()}
+    assert metrics["recall_after_linear"]["recall@10"] > metrics["recall_before"]["recall@10"]
+    assert metrics["heldout_loss_after"] < metrics["heldout_loss_before"]
 
 
 def test_feedback_pulls_the_query_toward_the_chunks_it_finds_and_normalises() -> None:

@@ -21,7 +21,7 @@ class TrainerKind(StrEnum):
     AUTO = "auto"  # Deep Memory for hub:// datasets, the feedback adapter otherwise
     DEEP_MEMORY = "deep_memory"
     QUERY_ADAPTER = "query_adapter"  # a learned linear map of the query embedding
-    FEEDBACK_ADAPTER = "feedback_adapter"  # that map averaged over seeds, plus feedback
+    FEEDBACK_ADAPTER = "feedback_adapter"  # that map cross-fitted and averaged, plus feedback
 
 
 class TrainingRun(BaseModel):

@@ -1,17 +1,23 @@
 """Training a query model (`query_maps.QueryModel`): pure numpy, no I/O.
 
-`train_query_model` holds out one deterministic share of the questions (by `config.seed`),
-then trains `model.members` linear adapters on the rest with `adapter_maths` (each its own
-batch order and negative draws, seeds derived from `config.seed`; early stopping on the same
-held-out questions) and averages their matrices. The mean of a few adapters moves less from
-one seed to the next than any one of them (measured in `bench/README.md`), and it is still a
-single d-by-d matrix for search. The held-out recall after is measured through the query map
-search will apply (`query_map`), the feedback step included.
+`train_query_model` trains `model.members` linear adapters with `adapter_maths` and averages
+their matrices (still one d-by-d matrix for search):
+- one member holds out `config.holdout` of the questions (by `config.seed`) and trains on the
+  rest, exactly as `adapter_maths.train_adapter` does;
+- k > 1 members are cross-fitted: the questions are cut into k seeded folds, and member j
+  stops early on fold j and trains on the other k - 1 (its own seed, batch order and
+  negative draws, `member_seeds`). Every generated question trains all but one member and
+  is held out by that one, so no question is spent on early stopping alone; the mean of the
+  members moves less from one seed to the next than any one of them (measured in
+  `bench/README.md`).
+With k folds, the held-out figures in the metrics are out-of-fold: each question scored by
+the member that never trained on it, through the query map search applies (`query_map`),
+the feedback step included. The guard scores the averaged map on pairs none trained on.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +30,7 @@ from deepmem.adapters.trainers.adapter_maths import (
     _Fit,
     _fit,
     _metrics,
-    heldout_loss,
+    apply_adapter,
     recall_at_k,
     split_holdout,
 )
@@ -39,19 +45,19 @@ def member_seeds(seed: int, members: int) -> list[int]:
     return [seed] + [seed * _MEMBER_SEED_STRIDE + j for j in range(1, members)]
 
 
-def _averaged(
-    fits: list[_Fit], held: QuestionSet, corpus: np.ndarray, config: AdapterConfig
-) -> _Fit:
-    if len(fits) == 1:
-        return fits[0]
-    mean = np.mean([f.best for f in fits], axis=0).astype(np.float32)
-    return _Fit(
-        best=mean,
-        best_loss=heldout_loss(mean, held, corpus, config),
-        best_epoch=round(float(np.mean([f.best_epoch for f in fits]))),
-        epochs=max(f.epochs for f in fits),
-        history=[fits[0].history[0]],
-    )
+def member_splits(
+    n: int, members: int, holdout: float, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, held-out rows) of each member: one member's is `split_holdout`'s; k > 1
+    members' are the k folds of a seeded permutation, member j holding out fold j."""
+    members = min(members, n)
+    if members <= 1:
+        return [split_holdout(n, holdout, seed)]
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), members)
+    return [
+        (np.sort(np.concatenate(folds[:j] + folds[j + 1 :])), np.sort(folds[j]))
+        for j in range(members)
+    ]
 
 
 def train_query_model(
@@ -61,47 +67,102 @@ def train_query_model(
     model: QueryModel | None = None,
 ) -> AdapterResult:
     """The averaged adapter matrix of `model` trained on `questions`; metrics as
-    `train_adapter`'s plus the model, its members and the map's held-out recall."""
+    `train_adapter`'s (out-of-fold for several members) plus the model and its members."""
     config = config or AdapterConfig()
     model = model or QueryModel()
     corpus = _checked_corpus(questions, corpus, config)
-    train_rows, held_rows = split_holdout(len(questions), config.holdout, config.seed)
-    train = questions.subset(train_rows.tolist())
-    held = questions.subset(held_rows.tolist())
+    splits = member_splits(len(questions), model.members, config.holdout, config.seed)
+    parts = [(questions.subset(tr.tolist()), questions.subset(he.tolist())) for tr, he in splits]
     fits = [
         _fit(train, held, corpus, replace(config, seed=seed))
-        for seed in member_seeds(config.seed, model.members)
+        for (train, held), seed in zip(parts, member_seeds(config.seed, len(parts)), strict=True)
     ]
-    fit = _averaged(fits, held, corpus, config)
-    metrics = _metrics(fit, corpus, config, questions=len(questions), train=train, held=held)
+    if len(fits) == 1:
+        (train, held), fit = parts[0], fits[0]
+        metrics = _metrics(fit, corpus, config, questions=len(questions), train=train, held=held)
+        metrics |= _model_metrics(
+            model, [(fit.best, held)], corpus, linear_after=metrics["recall_after"]
+        )
+        metrics["member_best_epochs"] = [fit.best_epoch]
+        return AdapterResult(matrix=fit.best, metrics=metrics)
+    mean = np.mean([f.best for f in fits], axis=0).astype(np.float32)
+    metrics = _out_of_fold_metrics(fits, parts, corpus, config, questions=questions)
     metrics |= _model_metrics(
         model,
-        matrix=fit.best,
-        corpus=corpus,
-        held=held,
-        fits=fits,
+        [(f.best, held) for f, (_, held) in zip(fits, parts, strict=True)],
+        corpus,
         linear_after=metrics["recall_after"],
     )
-    return AdapterResult(matrix=fit.best, metrics=metrics)
+    metrics["member_best_epochs"] = [f.best_epoch for f in fits]
+    return AdapterResult(matrix=mean, metrics=metrics)
+
+
+def _pooled_recall(
+    scored: list[tuple[np.ndarray, QuestionSet]], corpus: np.ndarray, model: QueryModel | None
+) -> dict[str, float]:
+    """Recall over every held-out question, each through its own member's map (linear when
+    `model` is None), as one share of all of them."""
+    total = sum(len(held) for _, held in scored)
+    pooled: dict[str, float] = {}
+    for matrix, held in scored:
+        if not len(held):
+            continue
+        mapped = (
+            apply_adapter(matrix, held.embeddings)
+            if model is None
+            else query_map(model, matrix, corpus).apply(held.embeddings)
+        )
+        for key, value in recall_at_k(mapped, held.positives, corpus).items():
+            pooled[key] = pooled.get(key, 0.0) + value * len(held) / total
+    return {k: round(v, 4) for k, v in pooled.items()}
+
+
+def _out_of_fold_metrics(
+    fits: list[_Fit],
+    parts: list[tuple[QuestionSet, QuestionSet]],
+    corpus: np.ndarray,
+    config: AdapterConfig,
+    *,
+    questions: QuestionSet,
+) -> dict[str, Any]:
+    """`_metrics`'s keys for cross-fitted members: every question is held out once, so the
+    held-out figures pool each fold scored by the member that never trained on it."""
+    sizes = np.array([len(held) for _, held in parts], dtype=np.float64)
+    weights = sizes / sizes.sum()
+    before = recall_at_k(questions.embeddings, questions.positives, corpus)
+    linear = _pooled_recall(
+        [(f.best, held) for f, (_, held) in zip(fits, parts, strict=True)], corpus, None
+    )
+    return {
+        "trainer": "query_adapter",
+        "questions": len(questions),
+        "train_questions": len(questions),
+        "heldout_questions": len(questions),
+        "heldout": f"out-of-fold over {len(fits)} members",
+        "corpus_size": corpus.shape[0],
+        "dimension": corpus.shape[1],
+        "epochs": max(f.epochs for f in fits),
+        "best_epoch": round(float(np.mean([f.best_epoch for f in fits]))),
+        "heldout_loss_before": round(float(np.dot(weights, [f.history[0] for f in fits])), 5),
+        "heldout_loss_after": round(float(np.dot(weights, [f.best_loss for f in fits])), 5),
+        "recall_before": {k: round(v, 4) for k, v in before.items()},
+        "recall_after": linear,
+        "config": asdict(config),
+    }
 
 
 def _model_metrics(
     model: QueryModel,
-    *,
-    matrix: np.ndarray,
+    scored: list[tuple[np.ndarray, QuestionSet]],
     corpus: np.ndarray,
-    held: QuestionSet,
-    fits: list[_Fit],
+    *,
     linear_after: dict[str, float],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "trainer": "query_adapter" if model.kind == LINEAR else "feedback_adapter",
         "query_model": model.as_dict(),
-        "member_best_epochs": [f.best_epoch for f in fits],
     }
-    if model.kind != LINEAR and len(held):
-        mapped = query_map(model, matrix, corpus).apply(held.embeddings)
-        after = recall_at_k(mapped, held.positives, corpus)
+    if model.kind != LINEAR and any(len(held) for _, held in scored):
         out["recall_after_linear"] = linear_after
-        out["recall_after"] = {k: round(v, 4) for k, v in after.items()}
+        out["recall_after"] = _pooled_recall(scored, corpus, model)
     return out

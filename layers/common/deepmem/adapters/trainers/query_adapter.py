@@ -1,6 +1,7 @@
 """The Trainer port over the query adapters (`adapter_maths`, `adapter_models`): a learned
 linear map W applied to query embeddings before search, alone (`linear`) or averaged over
-seeds and followed by a feedback step against the corpus (`feedback`, `query_maps`).
+cross-fitted members and followed by a feedback step against the corpus (`feedback`,
+`query_maps`).
 
 The same idea as Deep Memory, trained here with numpy only, so it works for any dataset (local
 ones included). Chunk embeddings are left untouched: only the query side moves, so the dataset

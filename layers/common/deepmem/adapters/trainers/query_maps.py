@@ -33,8 +33,9 @@ FEEDBACK: ModelKind = "feedback"
 class QueryModel:
     """Which query map a trainer builds, and its fixed constants.
 
-    `members`: adapters trained from as many seeds on the same split and averaged (their
-    matrices' mean is again one d-by-d map), which steadies the result across seeds."""
+    `members`: adapters cross-fitted on as many folds of the questions (each holds out its
+    own fold, trains on the rest) and averaged (their matrices' mean is again one d-by-d
+    map), which uses every question and steadies the result across seeds."""
 
     kind: ModelKind = LINEAR
     feedback_chunks: int = 2
