@@ -7,9 +7,8 @@ their matrices (still one d-by-d matrix for search):
 - k > 1 members are cross-fitted: the questions are cut into k seeded folds, and member j
   stops early on fold j and trains on the other k - 1 (its own seed, batch order and
   negative draws, `member_seeds`). Every generated question trains all but one member and
-  is held out by that one, so no question is spent on early stopping alone; the mean of the
-  members moves less from one seed to the next than any one of them (measured in
-  `bench/README.md`).
+  is held out by that one, so no question is spent on early stopping alone (measured in
+  `bench/README.md`: the mean of 3 gains more than one member, or than 3 sharing one split).
 With k folds, the held-out figures in the metrics are out-of-fold: each question scored by
 the member that never trained on it, through the query map search applies (`query_map`),
 the feedback step included. The guard scores the averaged map on pairs none trained on.

@@ -35,7 +35,7 @@ class QueryModel:
 
     `members`: adapters cross-fitted on as many folds of the questions (each holds out its
     own fold, trains on the rest) and averaged (their matrices' mean is again one d-by-d
-    map), which uses every question and steadies the result across seeds."""
+    map), so every question trains some member."""
 
     kind: ModelKind = LINEAR
     feedback_chunks: int = 2
