@@ -27,6 +27,10 @@ from deepmem.domain.errors import DatasetError, NotEnoughPairsError
 
 RECALL_KS: tuple[int, ...] = (1, 5, 10)
 _EVAL_BLOCK = 1024  # queries scored against the corpus at a time, to bound memory
+_REPORTED_CONFIG = (  # the settings a training's metrics record
+    "holdout", "seed", "temperature", "l2_to_identity", "learning_rate", "batch_size",
+    "corpus_negatives",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -367,16 +371,12 @@ def _metrics(
         "heldout_loss_after": round(fit.best_loss, 5),
         "recall_before": {k: round(v, 4) for k, v in before.items()},
         "recall_after": {k: round(v, 4) for k, v in after.items()},
-        "config": {
-            "holdout": config.holdout,
-            "seed": config.seed,
-            "temperature": config.temperature,
-            "l2_to_identity": config.l2_to_identity,
-            "learning_rate": config.learning_rate,
-            "batch_size": config.batch_size,
-            "corpus_negatives": config.corpus_negatives,
-        },
+        "config": reported_config(config),
     }
+
+
+def reported_config(config: AdapterConfig) -> dict[str, Any]:
+    return {key: getattr(config, key) for key in _REPORTED_CONFIG}
 
 
 def train_adapter(

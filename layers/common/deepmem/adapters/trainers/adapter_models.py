@@ -16,7 +16,7 @@ the feedback step included. The guard scores the averaged map on pairs none trai
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,8 +29,8 @@ from deepmem.adapters.trainers.adapter_maths import (
     _Fit,
     _fit,
     _metrics,
-    apply_adapter,
     recall_at_k,
+    reported_config,
     split_holdout,
 )
 from deepmem.adapters.trainers.query_maps import LINEAR, QueryModel, query_map
@@ -76,41 +76,31 @@ def train_query_model(
         _fit(train, held, corpus, replace(config, seed=seed))
         for (train, held), seed in zip(parts, member_seeds(config.seed, len(parts)), strict=True)
     ]
+    scored = [(fit.best, held) for fit, (_, held) in zip(fits, parts, strict=True)]
     if len(fits) == 1:
-        (train, held), fit = parts[0], fits[0]
-        metrics = _metrics(fit, corpus, config, questions=len(questions), train=train, held=held)
-        metrics |= _model_metrics(
-            model, [(fit.best, held)], corpus, linear_after=metrics["recall_after"]
+        (train, held), matrix = parts[0], fits[0].best
+        metrics = _metrics(
+            fits[0], corpus, config, questions=len(questions), train=train, held=held
         )
-        metrics["member_best_epochs"] = [fit.best_epoch]
-        return AdapterResult(matrix=fit.best, metrics=metrics)
-    mean = np.mean([f.best for f in fits], axis=0).astype(np.float32)
-    metrics = _out_of_fold_metrics(fits, parts, corpus, config, questions=questions)
-    metrics |= _model_metrics(
-        model,
-        [(f.best, held) for f, (_, held) in zip(fits, parts, strict=True)],
-        corpus,
-        linear_after=metrics["recall_after"],
-    )
+    else:
+        matrix = np.mean([f.best for f in fits], axis=0).astype(np.float32)
+        metrics = _out_of_fold_metrics(fits, scored, corpus, config, questions=questions)
+    metrics |= _model_metrics(model, scored, corpus, linear_after=metrics["recall_after"])
     metrics["member_best_epochs"] = [f.best_epoch for f in fits]
-    return AdapterResult(matrix=mean, metrics=metrics)
+    return AdapterResult(matrix=matrix, metrics=metrics)
 
 
 def _pooled_recall(
-    scored: list[tuple[np.ndarray, QuestionSet]], corpus: np.ndarray, model: QueryModel | None
+    scored: list[tuple[np.ndarray, QuestionSet]], corpus: np.ndarray, model: QueryModel
 ) -> dict[str, float]:
-    """Recall over every held-out question, each through its own member's map (linear when
-    `model` is None), as one share of all of them."""
+    """Recall over every held-out question, each through its own member's map of `model`,
+    as one share of all of them."""
     total = sum(len(held) for _, held in scored)
     pooled: dict[str, float] = {}
     for matrix, held in scored:
         if not len(held):
             continue
-        mapped = (
-            apply_adapter(matrix, held.embeddings)
-            if model is None
-            else query_map(model, matrix, corpus).apply(held.embeddings)
-        )
+        mapped = query_map(model, matrix, corpus).apply(held.embeddings)
         for key, value in recall_at_k(mapped, held.positives, corpus).items():
             pooled[key] = pooled.get(key, 0.0) + value * len(held) / total
     return {k: round(v, 4) for k, v in pooled.items()}
@@ -118,7 +108,7 @@ def _pooled_recall(
 
 def _out_of_fold_metrics(
     fits: list[_Fit],
-    parts: list[tuple[QuestionSet, QuestionSet]],
+    scored: list[tuple[np.ndarray, QuestionSet]],
     corpus: np.ndarray,
     config: AdapterConfig,
     *,
@@ -126,14 +116,10 @@ def _out_of_fold_metrics(
 ) -> dict[str, Any]:
     """`_metrics`'s keys for cross-fitted members: every question is held out once, so the
     held-out figures pool each fold scored by the member that never trained on it."""
-    sizes = np.array([len(held) for _, held in parts], dtype=np.float64)
+    sizes = np.array([len(held) for _, held in scored], dtype=np.float64)
     weights = sizes / sizes.sum()
     before = recall_at_k(questions.embeddings, questions.positives, corpus)
-    linear = _pooled_recall(
-        [(f.best, held) for f, (_, held) in zip(fits, parts, strict=True)], corpus, None
-    )
     return {
-        "trainer": "query_adapter",
         "questions": len(questions),
         "train_questions": len(questions),
         "heldout_questions": len(questions),
@@ -145,8 +131,8 @@ def _out_of_fold_metrics(
         "heldout_loss_before": round(float(np.dot(weights, [f.history[0] for f in fits])), 5),
         "heldout_loss_after": round(float(np.dot(weights, [f.best_loss for f in fits])), 5),
         "recall_before": {k: round(v, 4) for k, v in before.items()},
-        "recall_after": linear,
-        "config": asdict(config),
+        "recall_after": _pooled_recall(scored, corpus, QueryModel()),
+        "config": reported_config(config),
     }
 
 
